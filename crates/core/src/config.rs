@@ -1,0 +1,268 @@
+//! Layered configuration: built-in defaults, then the TOML file (`AUTOPILOT_CONFIG`, default
+//! `autopilot.toml` when present), then environment variables. Secrets and endpoints come
+//! from the environment only. Every problem is reported naming the variable or file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::deidentify::PrivacyRules;
+use crate::pii::Sensitive;
+use crate::selection::{CategoryRules, EventSelector};
+use crate::store::StoreSpec;
+use crate::upstream::RetryPolicy;
+
+pub const DEFAULT_CONFIG_FILE: &str = "autopilot.toml";
+pub const DEFAULT_KKTIX_API_BASE: &str = "https://kktix.com";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{var} is not set: {hint}")]
+    Missing {
+        var: &'static str,
+        hint: &'static str,
+    },
+    #[error("{var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("configuration file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// `[kktix]` in the TOML file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KktixSection {
+    pub timeout_secs: u64,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+}
+
+impl Default for KktixSection {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 10,
+            concurrency: 8,
+            max_attempts: 4,
+        }
+    }
+}
+
+impl KktixSection {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+/// The TOML file's shape. Unknown keys are errors: a typo should not be silently ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSettings {
+    pub kktix: KktixSection,
+    pub events: EventSelector,
+    pub warehouse: CategoryRules,
+    pub privacy: PrivacyRules,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kktix_api_base: String,
+    pub kktix_access_token: Option<Sensitive<String>>,
+    pub store: StoreSpec,
+    pub ops_token: Option<Sensitive<String>>,
+    pub file: FileSettings,
+    /// The TOML file that was read, if any.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load(&|name| std::env::var(name).ok())
+    }
+
+    /// Loads from any variable source, so tests need not touch the process environment.
+    /// Empty variables count as unset.
+    pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+
+        let (file, config_path) = match var("AUTOPILOT_CONFIG") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                (read_file(&path)?, Some(path))
+            }
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                let path = PathBuf::from(DEFAULT_CONFIG_FILE);
+                (read_file(&path)?, Some(path))
+            }
+            None => (FileSettings::default(), None),
+        };
+        file.warehouse
+            .validate()
+            .map_err(|reason| ConfigError::File {
+                path: display(&config_path),
+                reason: format!("[warehouse] {reason}"),
+            })?;
+        if file.kktix.concurrency == 0 || file.kktix.max_attempts == 0 {
+            return Err(ConfigError::File {
+                path: display(&config_path),
+                reason: "[kktix] concurrency and max_attempts must be at least 1".into(),
+            });
+        }
+
+        let kktix_api_base = match var("KKTIX_API_BASE") {
+            Some(base) => parse_base_url("KKTIX_API_BASE", &base)?,
+            None => DEFAULT_KKTIX_API_BASE.to_owned(),
+        };
+        let store = match var("STORE") {
+            Some(spec) => spec.parse().map_err(|reason| ConfigError::Invalid {
+                var: "STORE",
+                reason,
+            })?,
+            None => StoreSpec::default(),
+        };
+        Ok(Self {
+            kktix_api_base,
+            kktix_access_token: var("KKTIX_ACCESS_TOKEN").map(Sensitive::new),
+            store,
+            ops_token: var("OPS_TOKEN").map(Sensitive::new),
+            file,
+            config_path,
+        })
+    }
+
+    pub fn require_kktix_token(&self) -> Result<Sensitive<String>, ConfigError> {
+        self.kktix_access_token.clone().ok_or(ConfigError::Missing {
+            var: "KKTIX_ACCESS_TOKEN",
+            hint: "the KKTIX hosting API token the poller reads attendees with",
+        })
+    }
+
+    pub fn require_ops_token(&self) -> Result<Sensitive<String>, ConfigError> {
+        self.ops_token.clone().ok_or(ConfigError::Missing {
+            var: "OPS_TOKEN",
+            hint: "the bearer token that guards the operations routes",
+        })
+    }
+}
+
+fn display(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(built-in defaults)".into())
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| file_error(e.message().to_owned()))
+}
+
+/// An upstream base URL: absolute http(s), kept without a trailing slash.
+pub fn parse_base_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let url = Url::parse(value.trim()).map_err(|e| ConfigError::Invalid {
+        var,
+        reason: format!("{e} (expected e.g. https://kktix.com)"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: "must be an http:// or https:// URL with a host".into(),
+        });
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load(&|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.kktix_api_base, "https://kktix.com");
+        assert_eq!(settings.store, StoreSpec::Sqlite("./autopilot.db".into()));
+        assert_eq!(settings.file.kktix.concurrency, 8);
+        assert_eq!(settings.file.events.name_contains, "registration");
+        assert!(matches!(
+            settings.require_kktix_token(),
+            Err(ConfigError::Missing {
+                var: "KKTIX_ACCESS_TOKEN",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_variables_are_named() {
+        let error = load(&[("KKTIX_API_BASE", "kktix.com")]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("KKTIX_API_BASE is invalid"),
+            "{error}"
+        );
+        let error = load(&[("STORE", "mysql:x")]).unwrap_err();
+        assert!(error.to_string().starts_with("STORE is invalid"), "{error}");
+        let error = load(&[("AUTOPILOT_CONFIG", "/nonexistent/autopilot.toml")]).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/autopilot.toml"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("autopilot.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [kktix]
+            concurrency = 3
+            [events]
+            slugs = ["pycontw-2026"]
+            [[warehouse.categories]]
+            name_contains = "workshop"
+            table = "ods_workshop_attendees"
+            "#,
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let settings = load(&[
+            ("AUTOPILOT_CONFIG", path),
+            ("KKTIX_API_BASE", "http://127.0.0.1:9/"),
+            ("STORE", "sqlite:/tmp/x.db"),
+        ])
+        .unwrap();
+        assert_eq!(settings.file.kktix.concurrency, 3);
+        assert_eq!(settings.file.events.slugs, vec!["pycontw-2026".to_string()]);
+        assert_eq!(
+            settings.file.warehouse.route("Workshop").table,
+            "ods_workshop_attendees"
+        );
+        assert_eq!(settings.kktix_api_base, "http://127.0.0.1:9");
+
+        std::fs::write(path, "[kktix]\nconcurency = 3\n").unwrap();
+        let error = load(&[("AUTOPILOT_CONFIG", path)]).unwrap_err();
+        assert!(error.to_string().contains("concurency"), "{error}");
+    }
+}

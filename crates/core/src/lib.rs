@@ -1,0 +1,14 @@
+//! KKTIX Autopilot's domain logic: the KKTIX client, de-identification, storage, the
+//! reconcile loop and the HTTP handlers. No Lambda types: the function binaries and the
+//! local server only adapt requests to [`api::Api`].
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod deidentify;
+pub mod kktix;
+pub mod pii;
+pub mod reconcile;
+pub mod selection;
+pub mod store;
+pub mod upstream;

@@ -1,0 +1,472 @@
+//! The embedded backend: one SQLite file holds both the warehouse tables and the ledger.
+//! Nothing to install; migrations run when the store opens.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{
+    Admission, AttendeeKey, AttendeeRow, Ledger, LedgerEntry, Step, StoreError, Warehouse,
+};
+use crate::reconcile::RunSummary;
+use crate::selection::is_identifier;
+
+/// Schema versions, applied in order; `PRAGMA user_version` remembers how far a file got.
+const MIGRATIONS: &[&str] = &[
+    // 1: the ledger. Append-only is enforced by the database itself, not by convention.
+    "CREATE TABLE admission_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id INTEGER NOT NULL,
+        attendee_id INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        email_hash TEXT,
+        detail TEXT,
+        run_id TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    );
+    CREATE INDEX admission_log_by_attendee ON admission_log (event_id, attendee_id);
+    CREATE TRIGGER admission_log_no_update BEFORE UPDATE ON admission_log
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+    CREATE TRIGGER admission_log_no_delete BEFORE DELETE ON admission_log
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+    CREATE TABLE poll_runs (
+        run_id TEXT PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        summary TEXT NOT NULL
+    );
+    CREATE INDEX poll_runs_by_start ON poll_runs (started_at);",
+];
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+    known_tables: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+impl SqliteStore {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let open_error = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| open_error(e.to_string()))?;
+        }
+        let connection = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+        Self::with_connection(connection).map_err(|e| open_error(e.to_string()))
+    }
+
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::with_connection(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn with_connection(mut connection: Connection) -> Result<Self, StoreError> {
+        // WAL lets `autopilot` read (healthz, reports) while a run writes; the busy timeout
+        // covers a second process touching the same file.
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        migrate(&mut connection)?;
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connection)),
+            known_tables: Arc::default(),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = connection
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            work(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
+    fn ensure_table(&self, connection: &Connection, table: &str) -> Result<(), StoreError> {
+        if !is_identifier(table) {
+            return Err(StoreError::Backend(format!("invalid table name {table:?}")));
+        }
+        let mut known = self.known_tables.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains(table) {
+            return Ok(());
+        }
+        connection
+            .execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                    event_id INTEGER NOT NULL,
+                    event_name TEXT NOT NULL,
+                    attendee_id INTEGER NOT NULL,
+                    attendee_infos TEXT NOT NULL,
+                    ticket_name TEXT NOT NULL,
+                    paid_at TEXT NOT NULL,
+                    price REAL NOT NULL,
+                    currency TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    loaded_at TEXT NOT NULL,
+                    cancelled_at TEXT,
+                    PRIMARY KEY (event_id, attendee_id)
+                );"
+            ))
+            .map_err(backend)?;
+        known.insert(table.to_owned());
+        Ok(())
+    }
+
+    /// Every warehouse row of one table, for tests and local inspection.
+    pub async fn warehouse_rows(&self, table: &str) -> Result<Vec<AttendeeRow>, StoreError> {
+        let table = table.to_owned();
+        let store = self.clone();
+        self.with(move |connection| {
+            store.ensure_table(connection, &table)?;
+            let mut statement = connection
+                .prepare(&format!(
+                    "SELECT event_id, event_name, attendee_id, attendee_infos, ticket_name, paid_at,
+                            price, currency, state, loaded_at FROM {table} ORDER BY event_id, attendee_id"
+                ))
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok(AttendeeRow {
+                        table: table.clone(),
+                        event_id: row.get::<_, i64>(0)? as u64,
+                        event_name: row.get(1)?,
+                        attendee_id: row.get::<_, i64>(2)? as u64,
+                        attendee_infos: row.get(3)?,
+                        ticket_name: row.get(4)?,
+                        paid_at: row.get(5)?,
+                        price: row.get(6)?,
+                        currency: row.get(7)?,
+                        state: row.get(8)?,
+                        loaded_at: row.get(9)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    /// Number of ledger entries, for tests that assert a run changed nothing.
+    pub async fn ledger_len(&self) -> Result<u64, StoreError> {
+        self.with(|connection| {
+            connection
+                .query_row("SELECT COUNT(*) FROM admission_log", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(backend)?;
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "schema version {version} is newer than this build knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let transaction = connection.transaction().map_err(backend)?;
+        transaction.execute_batch(sql).map_err(backend)?;
+        transaction
+            .pragma_update(None, "user_version", (index + 1) as i64)
+            .map_err(backend)?;
+        transaction.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Warehouse for SqliteStore {
+    async fn upsert_attendees(&self, rows: &[AttendeeRow]) -> Result<(), StoreError> {
+        let rows = rows.to_vec();
+        let store = self.clone();
+        self.with(move |connection| {
+            let transaction = connection.transaction().map_err(backend)?;
+            for row in &rows {
+                store.ensure_table(&transaction, &row.table)?;
+                transaction
+                    .prepare_cached(&format!(
+                        "INSERT INTO {} (event_id, event_name, attendee_id, attendee_infos, ticket_name,
+                            paid_at, price, currency, state, loaded_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                         ON CONFLICT (event_id, attendee_id) DO UPDATE SET
+                            event_name = excluded.event_name, attendee_infos = excluded.attendee_infos,
+                            ticket_name = excluded.ticket_name, paid_at = excluded.paid_at,
+                            price = excluded.price, currency = excluded.currency,
+                            state = excluded.state, loaded_at = excluded.loaded_at,
+                            cancelled_at = NULL",
+                        row.table
+                    ))
+                    .map_err(backend)?
+                    .execute(params![
+                        row.event_id as i64,
+                        row.event_name,
+                        row.attendee_id as i64,
+                        row.attendee_infos,
+                        row.ticket_name,
+                        row.paid_at,
+                        row.price,
+                        row.currency,
+                        row.state,
+                        row.loaded_at,
+                    ])
+                    .map_err(backend)?;
+            }
+            transaction.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn mark_cancelled(
+        &self,
+        table: &str,
+        keys: &[AttendeeKey],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let table = table.to_owned();
+        let keys = keys.to_vec();
+        let store = self.clone();
+        self.with(move |connection| {
+            let transaction = connection.transaction().map_err(backend)?;
+            store.ensure_table(&transaction, &table)?;
+            for key in &keys {
+                transaction
+                    .prepare_cached(&format!(
+                        "UPDATE {table} SET state = 'cancelled', cancelled_at = ?3
+                         WHERE event_id = ?1 AND attendee_id = ?2"
+                    ))
+                    .map_err(backend)?
+                    .execute(params![key.event_id as i64, key.attendee_id as i64, at])
+                    .map_err(backend)?;
+            }
+            transaction.commit().map_err(backend)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Ledger for SqliteStore {
+    async fn admissions(&self, event_id: u64) -> Result<HashMap<u64, Admission>, StoreError> {
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT attendee_id, step, email_hash FROM admission_log
+                     WHERE event_id = ?1 ORDER BY seq",
+                )
+                .map_err(backend)?;
+            let mut rows = statement.query([event_id as i64]).map_err(backend)?;
+            let mut admissions: HashMap<u64, Admission> = HashMap::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                let attendee_id = row.get::<_, i64>(0).map_err(backend)? as u64;
+                let step: Step = row.get::<_, String>(1).map_err(backend)?.parse()?;
+                let email_hash: Option<String> = row.get(2).map_err(backend)?;
+                admissions
+                    .entry(attendee_id)
+                    .or_default()
+                    .apply(step, email_hash.as_deref());
+            }
+            Ok(admissions)
+        })
+        .await
+    }
+
+    async fn append(&self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let entries = entries.to_vec();
+        self.with(move |connection| {
+            let transaction = connection.transaction().map_err(backend)?;
+            {
+                let mut insert = transaction
+                    .prepare_cached(
+                        "INSERT INTO admission_log
+                            (event_id, attendee_id, step, email_hash, detail, run_id, recorded_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(backend)?;
+                for entry in &entries {
+                    insert
+                        .execute(params![
+                            entry.key.event_id as i64,
+                            entry.key.attendee_id as i64,
+                            entry.step.as_str(),
+                            entry.email_hash,
+                            entry.detail,
+                            entry.run_id,
+                            entry.at,
+                        ])
+                        .map_err(backend)?;
+                }
+            }
+            transaction.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_run(&self, run: &RunSummary) -> Result<(), StoreError> {
+        let summary = serde_json::to_string(run).map_err(backend)?;
+        let run_id = run.run_id.clone();
+        let started_at = run.started_at;
+        let outcome = run.outcome.as_str();
+        self.with(move |connection| {
+            connection
+                .execute(
+                    "INSERT OR REPLACE INTO poll_runs (run_id, started_at, outcome, summary)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![run_id, started_at, outcome, summary],
+                )
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn last_run(&self, successful_only: bool) -> Result<Option<RunSummary>, StoreError> {
+        self.with(move |connection| {
+            let sql = if successful_only {
+                "SELECT summary FROM poll_runs WHERE outcome = 'ok' ORDER BY started_at DESC LIMIT 1"
+            } else {
+                "SELECT summary FROM poll_runs ORDER BY started_at DESC LIMIT 1"
+            };
+            let summary: Option<String> = connection
+                .query_row(sql, [], |row| row.get(0))
+                .optional()
+                .map_err(backend)?;
+            summary
+                .map(|text| {
+                    serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("poll run summary: {e}")))
+                })
+                .transpose()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(attendee_id: u64, step: Step) -> LedgerEntry {
+        LedgerEntry {
+            key: AttendeeKey {
+                event_id: 1,
+                attendee_id,
+            },
+            step,
+            email_hash: Some("hash".into()),
+            detail: None,
+            run_id: "run".into(),
+            at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn ledger_derives_state_and_refuses_rewrites() {
+        let store = SqliteStore::in_memory().unwrap();
+        store
+            .append(&[
+                entry(5, Step::AwaitingPayment),
+                entry(5, Step::Loaded),
+                entry(6, Step::Loaded),
+            ])
+            .await
+            .unwrap();
+        store.append(&[entry(6, Step::Cancelled)]).await.unwrap();
+        let admissions = store.admissions(1).await.unwrap();
+        assert!(admissions[&5].is_complete());
+        assert!(admissions[&6].cancelled);
+        assert!(store.admissions(2).await.unwrap().is_empty());
+
+        let tampered = store
+            .with(|c| c.execute("DELETE FROM admission_log", []).map_err(backend))
+            .await;
+        assert!(tampered.is_err(), "deleting from the ledger must fail");
+        assert_eq!(store.ledger_len().await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/autopilot.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.append(&[entry(1, Step::Loaded)]).await.unwrap();
+        drop(store);
+        let reopened = SqliteStore::open(&path).unwrap();
+        assert_eq!(reopened.ledger_len().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn warehouse_upsert_is_idempotent_and_cancel_marks() {
+        let store = SqliteStore::in_memory().unwrap();
+        let row = AttendeeRow {
+            table: "ods_kktix_ticket_individual_attendees".into(),
+            event_id: 1,
+            event_name: "Conf Registration".into(),
+            attendee_id: 9,
+            attendee_infos: "{}".into(),
+            ticket_name: "Regular".into(),
+            paid_at: Utc::now(),
+            price: 100.0,
+            currency: "TWD".into(),
+            state: "activated".into(),
+            loaded_at: Utc::now(),
+        };
+        store
+            .upsert_attendees(&[row.clone(), row.clone()])
+            .await
+            .unwrap();
+        store.upsert_attendees(&[row.clone()]).await.unwrap();
+        let rows = store.warehouse_rows(&row.table).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        store
+            .mark_cancelled(
+                &row.table,
+                &[AttendeeKey {
+                    event_id: 1,
+                    attendee_id: 9,
+                }],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.warehouse_rows(&row.table).await.unwrap()[0].state,
+            "cancelled"
+        );
+    }
+}
