@@ -79,7 +79,7 @@ impl Api {
 
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
         if request.body().len() > MAX_BODY_BYTES {
-            return error(
+            return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             );
@@ -95,14 +95,14 @@ impl Api {
             .find(|route| route.method == request.method().as_str())
         else {
             if candidates.is_empty() {
-                return error(StatusCode::NOT_FOUND, &format!("no route {path}"));
+                return error_response(StatusCode::NOT_FOUND, &format!("no route {path}"));
             }
             let allowed = candidates
                 .iter()
                 .map(|route| route.method)
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut response = error(
+            let mut response = error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &format!("{path} accepts {allowed}"),
             );
@@ -119,7 +119,7 @@ impl Api {
         match (route.method, route.path, &self.poller) {
             ("POST", "/poll", Some(reconciler)) => poller::poll(reconciler).await,
             ("GET", "/healthz", Some(reconciler)) => poller::healthz(reconciler).await,
-            _ => error(StatusCode::NOT_FOUND, &format!("no route {path}")),
+            _ => error_response(StatusCode::NOT_FOUND, &format!("no route {path}")),
         }
     }
 
@@ -132,7 +132,7 @@ impl Api {
 
     fn check_ops_token(&self, request: &HttpRequest) -> Result<(), HttpResponse> {
         let unauthorized = |message: &str| {
-            let mut response = error(StatusCode::UNAUTHORIZED, message);
+            let mut response = error_response(StatusCode::UNAUTHORIZED, message);
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -182,7 +182,7 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
     }
 }
 
-pub(crate) fn error(status: StatusCode, message: &str) -> HttpResponse {
+pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
     json(status, &serde_json::json!({ "error": message }))
 }
 

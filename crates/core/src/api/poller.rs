@@ -5,7 +5,7 @@ use chrono::Utc;
 use http::StatusCode;
 use serde_json::json;
 
-use super::{error, json, HttpResponse};
+use super::{error_response, json, HttpResponse};
 use crate::reconcile::{Reconciler, RunOutcome};
 
 pub(super) async fn poll(reconciler: &Reconciler) -> HttpResponse {
@@ -18,7 +18,7 @@ pub(super) async fn poll(reconciler: &Reconciler) -> HttpResponse {
             };
             json(status, &summary)
         }
-        Err(busy) => error(StatusCode::CONFLICT, &busy.to_string()),
+        Err(busy) => error_response(StatusCode::CONFLICT, &busy.to_string()),
     }
 }
 
@@ -28,7 +28,7 @@ pub(super) async fn healthz(reconciler: &Reconciler) -> HttpResponse {
         (Ok(last_ok), Ok(last)) => (last_ok, last),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "healthz cannot read the ledger");
-            return error(StatusCode::SERVICE_UNAVAILABLE, "the ledger cannot be read");
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, "the ledger cannot be read");
         }
     };
     let now = Utc::now();

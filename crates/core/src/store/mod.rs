@@ -181,6 +181,15 @@ impl Default for StoreSpec {
     }
 }
 
+impl fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite:{path}"),
+            Self::BigQuery(project) => write!(f, "bigquery:{project}"),
+        }
+    }
+}
+
 impl FromStr for StoreSpec {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {

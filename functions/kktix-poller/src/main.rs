@@ -1,0 +1,36 @@
+//! Thin entry point: build once from the environment, then serve invocations.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use autopilot_core::api::Api;
+use autopilot_core::app::{open_stores, reconciler_from_settings};
+use autopilot_core::config::Settings;
+use kktix_poller::{handle_event, Poller};
+use lambda_http::lambda_runtime::{self, service_fn, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(false)
+        .without_time() // CloudWatch stamps every line already
+        .init();
+
+    let settings = Settings::from_env().context("configuration")?;
+    let ops_token = settings.require_ops_token()?;
+    let stores = open_stores(&settings.store)?;
+    let reconciler = Arc::new(reconciler_from_settings(&settings, &stores)?);
+    let poller = Poller {
+        api: Api::new(Some(ops_token)).with_poller(reconciler.clone()),
+        reconciler,
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let poller = poller.clone();
+        async move { handle_event(&poller, event.payload).await }
+    }))
+    .await
+}
