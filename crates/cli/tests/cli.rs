@@ -1,0 +1,194 @@
+//! The `autopilot` binary as operators run it: exit codes, start-up errors, and the local
+//! stack serving the routes.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autopilot_sandbox::{Sandbox, SandboxConfig};
+
+fn autopilot(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_autopilot"));
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+#[tokio::test]
+async fn poll_once_loads_then_exits_zero_and_names_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(SandboxConfig::demo(3));
+    let running = sandbox
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let mut command = autopilot(dir.path());
+    command
+        .args(["poll", "--once"])
+        .env("KKTIX_API_BASE", &running.base_url)
+        .env("KKTIX_ACCESS_TOKEN", sandbox.access_token())
+        .env("STORE", "sqlite:data/autopilot.db");
+    // The sandbox serves on this runtime, so the blocking child runs on another thread.
+    let first = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains(" ok: 3 events, "), "{stdout}");
+    assert!(
+        stdout.contains("new paid") && stdout.contains("pending") && stdout.contains("refunded")
+    );
+    assert!(dir.path().join("data/autopilot.db").exists());
+
+    // No clear personal data on the console.
+    let everything = format!("{stdout}{}", String::from_utf8_lossy(&first.stderr));
+    for event in sandbox.events() {
+        for attendee in sandbox.attendees(event.id) {
+            assert!(!everything.contains(&attendee.email));
+        }
+    }
+}
+
+#[test]
+fn poll_once_fails_with_a_named_variable_when_configuration_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = autopilot(dir.path())
+        .args(["poll", "--once"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("KKTIX_ACCESS_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let output = autopilot(dir.path())
+        .args(["poll", "--once"])
+        .env("KKTIX_ACCESS_TOKEN", "x")
+        .env("KKTIX_API_BASE", "not a url")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("KKTIX_API_BASE is invalid"));
+}
+
+#[test]
+fn poll_once_exits_non_zero_when_kktix_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = autopilot(dir.path())
+        .args(["poll", "--once"])
+        .env("KKTIX_ACCESS_TOKEN", "x")
+        .env("KKTIX_API_BASE", "http://127.0.0.1:9")
+        .env("STORE", "sqlite:autopilot.db")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("failed") && stdout.contains("could not reach KKTIX"),
+        "{stdout}"
+    );
+}
+
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn dev_sandbox_serves_the_routes_and_runs_the_scheduler() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let child = autopilot(dir.path())
+        .args([
+            "dev",
+            "--sandbox",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--every",
+            "1s",
+        ])
+        .env("OPS_TOKEN", "local-ops")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut dev = Dev(child);
+    let stdout = dev.0.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Two scheduled runs print two summary lines.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut runs = 0;
+    while runs < 2 && Instant::now() < deadline {
+        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+            if line.contains(" ok: ") && line.contains("new paid") {
+                runs += 1;
+            }
+        }
+    }
+    assert_eq!(runs, 2, "the scheduler printed a line per run");
+    assert!(
+        dir.path().join("autopilot-sandbox.db").exists(),
+        "sandbox data kept apart"
+    );
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let health: serde_json::Value = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        health["last_successful_run"]["run_id"].is_string(),
+        "{health}"
+    );
+
+    let denied = client.post(format!("{base}/poll")).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let polled = client
+        .post(format!("{base}/poll"))
+        .bearer_auth("local-ops")
+        .send()
+        .await
+        .unwrap();
+    // 409 only if the scheduler happened to be mid-run; either way the answer is JSON.
+    assert!(
+        polled.status() == 200 || polled.status() == 409,
+        "{}",
+        polled.status()
+    );
+    let body: serde_json::Value = polled.json().await.unwrap();
+    assert!(body.get("outcome").is_some() || body.get("error").is_some());
+
+    let too_big = client
+        .post(format!("{base}/poll"))
+        .bearer_auth("local-ops")
+        .body(vec![b'x'; 300 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+}
