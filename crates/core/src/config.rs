@@ -230,6 +230,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../autopilot.example.toml");
+        let settings = load(&[("AUTOPILOT_CONFIG", path)]).unwrap();
+        assert_eq!(settings.file, FileSettings::default());
+    }
+
+    #[test]
     fn file_then_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("autopilot.toml");

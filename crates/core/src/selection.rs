@@ -28,7 +28,7 @@ impl EventSelector {
     pub fn matches(&self, event: &HostingEvent) -> bool {
         if !self.ids.is_empty() || !self.slugs.is_empty() {
             return self.ids.contains(&event.id)
-                || (!event.slug.is_empty() && self.slugs.iter().any(|slug| *slug == event.slug));
+                || (!event.slug.is_empty() && self.slugs.contains(&event.slug));
         }
         event
             .name

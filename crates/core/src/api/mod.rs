@@ -112,7 +112,11 @@ impl Api {
             return response;
         };
         if route.auth == Auth::OpsToken {
-            if let Err(response) = self.check_ops_token(&request) {
+            if let Err(reason) = self.check_ops_token(&request) {
+                let mut response = error_response(StatusCode::UNAUTHORIZED, reason);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return response;
             }
         }
@@ -130,16 +134,10 @@ impl Api {
         }
     }
 
-    fn check_ops_token(&self, request: &HttpRequest) -> Result<(), HttpResponse> {
-        let unauthorized = |message: &str| {
-            let mut response = error_response(StatusCode::UNAUTHORIZED, message);
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        };
+    /// Why the request may not use an ops route, if it may not.
+    fn check_ops_token(&self, request: &HttpRequest) -> Result<(), &'static str> {
         let Some(expected) = &self.ops_token else {
-            return Err(unauthorized("this deployment has no OPS_TOKEN configured"));
+            return Err("this deployment has no OPS_TOKEN configured");
         };
         let presented = request
             .headers()
@@ -150,12 +148,12 @@ impl Api {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             });
         let Some(presented) = presented else {
-            return Err(unauthorized("missing Authorization: Bearer <OPS_TOKEN>"));
+            return Err("missing Authorization: Bearer <OPS_TOKEN>");
         };
         if secrets_match(presented, expected.expose()) {
             Ok(())
         } else {
-            Err(unauthorized("invalid ops token"))
+            Err("invalid ops token")
         }
     }
 }

@@ -450,7 +450,10 @@ mod tests {
             .upsert_attendees(&[row.clone(), row.clone()])
             .await
             .unwrap();
-        store.upsert_attendees(&[row.clone()]).await.unwrap();
+        store
+            .upsert_attendees(std::slice::from_ref(&row))
+            .await
+            .unwrap();
         let rows = store.warehouse_rows(&row.table).await.unwrap();
         assert_eq!(rows.len(), 1);
         store
