@@ -73,6 +73,8 @@ impl KktixClient {
             .timeout(options.timeout)
             .connect_timeout(options.timeout)
             .user_agent(concat!("kktix-autopilot/", env!("CARGO_PKG_VERSION")))
+            // A redirect could hand the listing to another host; KKTIX's API does not redirect.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| UpstreamError::Transport {
                 upstream: UPSTREAM,
@@ -140,6 +142,8 @@ impl KktixClient {
                 .ok_or_else(|| Self::malformed("hosting events: no `data` list"))?;
             for (index, entry) in entries.iter().enumerate() {
                 match serde_path_to_error::deserialize::<_, HostingEvent>(entry) {
+                    // A stuck paginator may repeat a page; an event counts once.
+                    Ok(event) if listing.events.iter().any(|known| known.id == event.id) => {}
                     Ok(event) => listing.events.push(event),
                     Err(e) => listing.skipped.push(format!(
                         "hosting event #{index}: field `{}` has the wrong shape",

@@ -13,7 +13,7 @@ use crate::pii::Sensitive;
 pub struct HostingEvent {
     pub id: u64,
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub slug: String,
     #[serde(default)]
     pub start_at: Option<String>,
@@ -30,6 +30,10 @@ impl HostingEvent {
             self.slug.clone()
         }
     }
+}
+
+fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// One entry of `GET …/attendance_books`.
@@ -173,7 +177,11 @@ pub(crate) fn parse_signin_ids(body: &[u8]) -> Result<Vec<u64>, RecordError> {
         body,
     ))
     .map_err(|e| RecordError {
-        reason: format!("attendance book field `{}` has the wrong shape", e.path()),
+        reason: if e.path().iter().next().is_none() {
+            "attendance book has no `signin_status` list".to_owned()
+        } else {
+            format!("attendance book field `{}` has the wrong shape", e.path())
+        },
     })?;
     book.signin_status
         .iter()
