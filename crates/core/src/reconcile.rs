@@ -15,6 +15,9 @@ use crate::kktix::{AttendeeFetch, HostingEvent, KktixClient};
 use crate::selection::{CategoryRules, EventSelector};
 use crate::store::{AttendeeKey, AttendeeRow, Ledger, LedgerEntry, Step, Warehouse};
 
+/// Attendees fetched, loaded and recorded per step of a run.
+const FETCH_CHUNK: usize = 500;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
@@ -284,92 +287,98 @@ impl Reconciler {
         state.summary.fetched += to_fetch.len() as u64;
 
         let now = Utc::now();
-        let mut rows = Vec::new();
-        let mut entries = Vec::new();
-        let mut loaded_tickets = Vec::new();
-        for (attendee_id, fetch) in self.kktix.attendees(event_id, &to_fetch).await {
-            let key = AttendeeKey {
-                event_id,
-                attendee_id,
-            };
-            match fetch {
-                AttendeeFetch::Fetched(attendee) => {
-                    let email_hash = self
-                        .privacy
-                        .contact(&attendee)
-                        .email
-                        .map(|email| email.hash());
-                    if !attendee.is_paid {
-                        state.summary.pending += 1;
-                        let known = admissions.get(&attendee_id);
-                        if !known.is_some_and(|a| a.awaiting_payment && !a.cancelled) {
-                            entries.push(self.entry(
-                                key,
-                                Step::AwaitingPayment,
-                                email_hash,
-                                state,
-                                now,
-                            ));
-                        }
-                        continue;
-                    }
-                    let record = self.privacy.deidentify(&attendee);
-                    let attendee_infos = match serde_json::to_string(&record) {
-                        Ok(json) => json,
-                        Err(error) => {
-                            state.summary.skipped.push(SkippedRecord {
-                                event_id,
-                                attendee_id,
-                                reason: format!("cannot encode the de-identified record: {error}"),
-                            });
+        // In chunks, each loaded and recorded before the next is fetched: a first run over a
+        // large event keeps memory flat and its progress survives a crash.
+        for chunk in to_fetch.chunks(FETCH_CHUNK) {
+            let mut rows = Vec::new();
+            let mut entries = Vec::new();
+            let mut loaded_tickets = Vec::new();
+            for (attendee_id, fetch) in self.kktix.attendees(event_id, chunk).await {
+                let key = AttendeeKey {
+                    event_id,
+                    attendee_id,
+                };
+                match fetch {
+                    AttendeeFetch::Fetched(attendee) => {
+                        let email_hash = self
+                            .privacy
+                            .contact(&attendee)
+                            .email
+                            .map(|email| email.hash());
+                        if !attendee.is_paid {
+                            state.summary.pending += 1;
+                            let known = admissions.get(&attendee_id);
+                            if !known.is_some_and(|a| a.awaiting_payment && !a.cancelled) {
+                                entries.push(self.entry(
+                                    key,
+                                    Step::AwaitingPayment,
+                                    email_hash,
+                                    state,
+                                    now,
+                                ));
+                            }
                             continue;
                         }
-                    };
-                    rows.push(AttendeeRow {
-                        table: routing.table.clone(),
-                        event_id,
-                        event_name: event.name.clone(),
-                        attendee_id,
-                        attendee_infos,
-                        ticket_name: attendee.ticket_name.clone(),
-                        paid_at: attendee.updated_at.and_then(epoch_seconds).unwrap_or(now),
-                        price: attendee.price.unwrap_or(0.0),
-                        currency: attendee.currency.clone().unwrap_or_default(),
-                        state: attendee.state.clone().unwrap_or_else(|| "activated".into()),
-                        loaded_at: now,
-                    });
-                    loaded_tickets.push(attendee.ticket_name.clone());
-                    entries.push(self.entry(key, Step::Loaded, email_hash, state, now));
-                }
-                AttendeeFetch::Broken(error) => {
-                    tracing::warn!(event_id, attendee_id, reason = %error, "skipping a broken attendee record");
-                    state.summary.skipped.push(SkippedRecord {
-                        event_id,
-                        attendee_id,
-                        reason: error.reason,
-                    });
-                }
-                AttendeeFetch::Failed(error) => {
-                    state.partial(format!("event {event_id} attendee {attendee_id}: {error}"));
+                        let record = self.privacy.deidentify(&attendee);
+                        let attendee_infos = match serde_json::to_string(&record) {
+                            Ok(json) => json,
+                            Err(error) => {
+                                state.summary.skipped.push(SkippedRecord {
+                                    event_id,
+                                    attendee_id,
+                                    reason: format!(
+                                        "cannot encode the de-identified record: {error}"
+                                    ),
+                                });
+                                continue;
+                            }
+                        };
+                        rows.push(AttendeeRow {
+                            table: routing.table.clone(),
+                            event_id,
+                            event_name: event.name.clone(),
+                            attendee_id,
+                            attendee_infos,
+                            ticket_name: attendee.ticket_name.clone(),
+                            paid_at: attendee.updated_at.and_then(epoch_seconds).unwrap_or(now),
+                            price: attendee.price.unwrap_or(0.0),
+                            currency: attendee.currency.clone().unwrap_or_default(),
+                            state: attendee.state.clone().unwrap_or_else(|| "activated".into()),
+                            loaded_at: now,
+                        });
+                        loaded_tickets.push(attendee.ticket_name.clone());
+                        entries.push(self.entry(key, Step::Loaded, email_hash, state, now));
+                    }
+                    AttendeeFetch::Broken(error) => {
+                        tracing::warn!(event_id, attendee_id, reason = %error, "skipping a broken attendee record");
+                        state.summary.skipped.push(SkippedRecord {
+                            event_id,
+                            attendee_id,
+                            reason: error.reason,
+                        });
+                    }
+                    AttendeeFetch::Failed(error) => {
+                        state.partial(format!("event {event_id} attendee {attendee_id}: {error}"));
+                    }
                 }
             }
-        }
 
-        // The warehouse first, then the ledger: a crash in between loads the rows again next
-        // run, which the upsert makes harmless.
-        if !rows.is_empty() {
-            if let Err(error) = self.warehouse.upsert_attendees(&rows).await {
-                state.failed(format!("event {event_id}: loading the warehouse: {error}"));
+            // The warehouse first, then the ledger: a crash in between loads the rows again next
+            // run, which the upsert makes harmless.
+            if !rows.is_empty() {
+                if let Err(error) = self.warehouse.upsert_attendees(&rows).await {
+                    state.failed(format!("event {event_id}: loading the warehouse: {error}"));
+                    return;
+                }
+            }
+            if let Err(error) = self.ledger.append(&entries).await {
+                state.failed(format!("event {event_id}: writing the ledger: {error}"));
                 return;
             }
-        }
-        if let Err(error) = self.ledger.append(&entries).await {
-            state.failed(format!("event {event_id}: writing the ledger: {error}"));
-            return;
-        }
-        state.summary.new_paid += rows.len() as u64;
-        for ticket in loaded_tickets {
-            *state.summary.new_by_ticket.entry(ticket).or_default() += 1;
+            state.summary.new_paid += rows.len() as u64;
+            for ticket in loaded_tickets {
+                *state.summary.new_by_ticket.entry(ticket).or_default() += 1;
+            }
         }
 
         self.cancel_gone(event_id, &routing.table, &admissions, &live_set, state, now)
