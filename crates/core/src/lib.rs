@@ -2,11 +2,14 @@
 //! reconcile loop and the HTTP handlers. No Lambda types: the function binaries and the
 //! local server only adapt requests to [`api::Api`].
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod deidentify;
 pub mod kktix;
+pub mod mail;
+pub mod notify;
 pub mod pii;
 pub mod reconcile;
 pub mod selection;

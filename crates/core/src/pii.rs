@@ -40,6 +40,15 @@ impl<T> fmt::Display for Sensitive<T> {
     }
 }
 
+/// For wire types that must carry personal data to the authorizer or mailer:
+/// `#[serde(serialize_with = "crate::pii::serialize_exposed")]` — explicit at the field.
+pub fn serialize_exposed<S: serde::Serializer>(
+    value: &Sensitive<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value.expose())
+}
+
 /// Lowercase hex SHA-256 of the UTF-8 bytes, unsalted and untrimmed: the form rows already in
 /// the warehouse use, so old and new rows join.
 pub fn sha256_hex(value: &str) -> String {

@@ -12,6 +12,9 @@ use bytes::Bytes;
 use rand::Rng;
 use reqwest::{RequestBuilder, StatusCode};
 
+/// The transport failure that proves the request never reached the upstream.
+const CONNECT_FAILED: &str = "connection failed";
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum UpstreamError {
     #[error("{upstream} rejected our credentials (HTTP {status})")]
@@ -65,6 +68,17 @@ impl UpstreamError {
         }
     }
 
+    /// The request may have been processed although no answer came back (a timeout, or a
+    /// connection lost after sending). Retrying such a request is only safe when the upstream
+    /// call is idempotent.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Transport { reason, .. } => reason != CONNECT_FAILED,
+            _ => false,
+        }
+    }
+
     /// Worth another attempt later: the fault is on the wire or the upstream's side.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -87,6 +101,9 @@ pub struct RetryPolicy {
     /// A `Retry-After` longer than this is not waited out: the run moves on and the level-
     /// triggered loop picks the work up next time.
     pub max_retry_after: Duration,
+    /// Retry requests whose outcome is unknown ([`UpstreamError::is_ambiguous`]). Off for
+    /// calls that are not idempotent, such as sending mail through Mailgun.
+    pub retry_ambiguous: bool,
 }
 
 impl Default for RetryPolicy {
@@ -96,6 +113,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(30),
+            retry_ambiguous: true,
         }
     }
 }
@@ -111,6 +129,52 @@ impl RetryPolicy {
         let millis = ceiling.as_millis() as u64;
         Duration::from_millis(rand::rng().random_range(0..=millis))
     }
+}
+
+/// Timeout and retry settings of one upstream client.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The HTTP client every upstream uses: request and connect timeouts, our user agent, and no
+/// redirects (none of our upstreams redirect API calls, and a redirect could carry a request
+/// — or hand back an answer — from another host).
+pub fn build_client(
+    upstream: &'static str,
+    timeout: Duration,
+) -> Result<reqwest::Client, UpstreamError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("kktix-autopilot/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| UpstreamError::Transport {
+            upstream,
+            reason: format!("cannot build HTTP client: {e}"),
+        })
+}
+
+/// Joins `path` onto a configured base URL, keeping any path prefix the base has.
+pub fn join_url(upstream: &'static str, base: &str, path: &str) -> Result<url::Url, UpstreamError> {
+    let mut url = url::Url::parse(base).map_err(|e| UpstreamError::Transport {
+        upstream,
+        reason: format!("invalid base URL: {e}"),
+    })?;
+    let joined = format!("{}{}", url.path().trim_end_matches('/'), path);
+    url.set_path(&joined);
+    Ok(url)
 }
 
 /// A response that arrived whole with a 2xx status.
@@ -158,7 +222,8 @@ impl Upstream {
                 Ok(success) => return Ok(success),
                 Err(error) => error,
             };
-            if !error.is_transient() || attempt >= self.policy.max_attempts {
+            let unsafe_to_repeat = error.is_ambiguous() && !self.policy.retry_ambiguous;
+            if !error.is_transient() || unsafe_to_repeat || attempt >= self.policy.max_attempts {
                 return Err(error);
             }
             let wait = match &error {
@@ -229,7 +294,7 @@ impl Upstream {
         } else {
             // reqwest's message names the URL (ids only, no personal data) and the cause.
             let reason = if error.is_connect() {
-                "connection failed".to_owned()
+                CONNECT_FAILED.to_owned()
             } else if error.is_body() || error.is_decode() {
                 "response body was cut short".to_owned()
             } else {

@@ -24,6 +24,7 @@ fn policy() -> RetryPolicy {
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
         max_retry_after: Duration::from_secs(2),
+        retry_ambiguous: true,
     }
 }
 

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::model::{parse_signin_ids, AttendanceBook, Attendee, HostingEvent, RecordError};
 use crate::pii::Sensitive;
-use crate::upstream::{RetryPolicy, Upstream, UpstreamError};
+use crate::upstream::{build_client, RetryPolicy, Upstream, UpstreamError};
 
 const UPSTREAM: &str = "KKTIX";
 /// A listing that pages on past this is treated as a loop, not as that many events.
@@ -69,17 +69,7 @@ impl KktixClient {
             upstream: UPSTREAM,
             reason: format!("invalid base URL: {e}"),
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout)
-            .user_agent(concat!("kktix-autopilot/", env!("CARGO_PKG_VERSION")))
-            // A redirect could hand the listing to another host; KKTIX's API does not redirect.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| UpstreamError::Transport {
-                upstream: UPSTREAM,
-                reason: format!("cannot build HTTP client: {e}"),
-            })?;
+        let http = build_client(UPSTREAM, options.timeout)?;
         Ok(Self {
             http,
             base,

@@ -1,0 +1,33 @@
+//! Channel notices: after a run with new sales, one message to the team's Discord channel
+//! (counts per ticket type and totals, never personal data); an alert when a run fails or an
+//! upstream keeps failing, and a note when it recovers. At most one message per run.
+
+mod discord_webhook;
+
+use async_trait::async_trait;
+
+pub use discord_webhook::DiscordWebhook;
+
+use crate::upstream::UpstreamError;
+
+/// A channel message: plain text within Discord's 2,000-character limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub content: String,
+}
+
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn notify(&self, notice: &Notice) -> Result<(), UpstreamError>;
+}
+
+/// Locally: notices printed to the console.
+pub struct ConsoleNotifier;
+
+#[async_trait]
+impl Notifier for ConsoleNotifier {
+    async fn notify(&self, notice: &Notice) -> Result<(), UpstreamError> {
+        println!("[channel] {}", notice.content.replace('\n', "\n[channel] "));
+        Ok(())
+    }
+}
