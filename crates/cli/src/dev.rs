@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use autopilot_core::api::Api;
-use autopilot_core::app::{build_reconciler, open_stores};
+use autopilot_core::app::{build_reconciler, open_stores, Pipeline};
 use autopilot_core::config::Settings;
 use autopilot_core::pii::Sensitive;
 use autopilot_core::reconcile::Reconciler;
@@ -18,8 +18,9 @@ use tokio::net::TcpListener;
 
 use crate::{parse_duration, print_summary, server};
 
-/// Where sandbox runs keep their data unless STORE says otherwise: never mixed with a real ledger.
-const SANDBOX_STORE: &str = "./autopilot-sandbox.db";
+/// Where sandbox runs keep their data (ledger, guest-list file, outbox) unless STORE says
+/// otherwise: never mixed with a real deployment's.
+const SANDBOX_DIR: &str = "./autopilot-sandbox";
 
 #[derive(clap::Args)]
 pub struct DevArgs {
@@ -46,7 +47,7 @@ pub struct DevArgs {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut settings = Settings::from_env()?;
     if args.sandbox && std::env::var_os("STORE").is_none() {
-        settings.store = StoreSpec::Sqlite(SANDBOX_STORE.into());
+        settings.store = StoreSpec::Sqlite(format!("{SANDBOX_DIR}/autopilot.db"));
     }
     let stores = open_stores(&settings.store)?;
 
@@ -75,13 +76,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let reconciler = build_reconciler(&settings, &stores, &settings.kktix_api_base, token)?;
         (None, reconciler)
     };
-    let reconciler = Arc::new(reconciler);
+    let pipeline = if args.sandbox {
+        Pipeline::local(&settings, std::path::Path::new(SANDBOX_DIR))?
+    } else {
+        Pipeline::from_settings(&settings)?
+    };
+    notes.extend(pipeline.description.iter().cloned());
+    let access = pipeline.access.clone();
+    let mail = pipeline.mail.clone();
+    let reconciler = Arc::new(pipeline.attach(reconciler));
 
     let (ops_token, generated) = match settings.ops_token.clone() {
         Some(token) => (token, false),
         None => (Sensitive::new(random_token()), true),
     };
-    let api = Api::new(Some(ops_token.clone())).with_poller(reconciler.clone());
+    let api = Api::new(Some(ops_token.clone()))
+        .with_poller(reconciler.clone())
+        .with_authorizer(access)
+        .with_mailer(mail);
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;

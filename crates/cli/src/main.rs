@@ -43,6 +43,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send one attendee's invitation again (an explicit resend; the only way to mail twice).
+    Resend {
+        /// The attendee: an order number, a registration number, or EVENT_ID/ATTENDEE_ID.
+        reference: String,
+    },
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -81,7 +86,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dev(args) => dev::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Poll { once, every, json } => poll(once, every, json).await,
+        Command::Resend { reference } => resend(&reference).await,
     }
+}
+
+async fn resend(reference: &str) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_env()?;
+    let stores = open_stores(&settings.store)?;
+    let reconciler = reconciler_from_settings(&settings, &stores)?;
+    let key = reconciler.find_attendee(reference).await?;
+    let report = reconciler.resend(key).await?;
+    println!(
+        "resent the invitation of attendee {} through {}{}",
+        report.key,
+        report.provider,
+        report
+            .message_id
+            .map(|id| format!(" ({id})"))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn poll(once: bool, every: Duration, json: bool) -> anyhow::Result<ExitCode> {

@@ -146,10 +146,19 @@ async fn dev_sandbox_serves_the_routes_and_runs_the_scheduler() {
         }
     }
     assert_eq!(runs, 2, "the scheduler printed a line per run");
+    let sandbox_dir = dir.path().join("autopilot-sandbox");
     assert!(
-        dir.path().join("autopilot-sandbox.db").exists(),
+        sandbox_dir.join("autopilot.db").exists(),
         "sandbox data kept apart"
     );
+    assert!(
+        sandbox_dir.join("guestlist.json").exists(),
+        "buyers on the local guest list"
+    );
+    let invitations = std::fs::read_dir(sandbox_dir.join("outbox"))
+        .unwrap()
+        .count();
+    assert!(invitations > 0, "invitations in the outbox");
 
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
@@ -186,7 +195,7 @@ async fn dev_sandbox_serves_the_routes_and_runs_the_scheduler() {
     let too_big = client
         .post(format!("{base}/poll"))
         .bearer_auth("local-ops")
-        .body(vec![b'x'; 300 * 1024])
+        .body(vec![b'x'; 2 * 1024 * 1024])
         .send()
         .await
         .unwrap();

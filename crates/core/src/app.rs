@@ -1,13 +1,23 @@
 //! Wiring: builds the clients and stores a deployment needs from [`Settings`], once, so every
 //! handler and every run share them.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use crate::access::{
+    AccessService, Authorizer, FileGuestList, GatherGuestList, GuestList, RemoteAccess,
+};
 use crate::config::{ConfigError, Settings};
 use crate::kktix::{KktixClient, KktixOptions};
+use crate::mail::{
+    KlaviyoProvider, MailProvider, MailService, MailTemplate, Mailer, MailgunProvider,
+    OutboxProvider, ProviderKind, RemoteMailer,
+};
+use crate::notify::{ConsoleNotifier, DiscordWebhook, Notifier};
 use crate::pii::Sensitive;
 use crate::reconcile::Reconciler;
 use crate::store::{Ledger, SqliteStore, StoreSpec, Warehouse};
+use crate::upstream::{HttpOptions, UpstreamError};
 
 /// The warehouse and ledger behind `STORE`.
 #[derive(Clone)]
@@ -22,8 +32,17 @@ pub enum BuildError {
     Config(#[from] ConfigError),
     #[error("STORE: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("KKTIX_API_BASE: {0}")]
-    Kktix(crate::upstream::UpstreamError),
+    #[error("{var}: {error}")]
+    Client {
+        var: &'static str,
+        error: UpstreamError,
+    },
+    #[error(transparent)]
+    Template(#[from] crate::mail::TemplateError),
+}
+
+fn client_error(var: &'static str) -> impl FnOnce(UpstreamError) -> BuildError {
+    move |error| BuildError::Client { var, error }
 }
 
 pub fn open_stores(spec: &StoreSpec) -> Result<Stores, BuildError> {
@@ -42,7 +61,202 @@ pub fn open_stores(spec: &StoreSpec) -> Result<Stores, BuildError> {
     }
 }
 
-/// The reconcile loop as configured, reading KKTIX at `base_url` with `token`.
+/// Where access, mail and notices go after a reconcile loads an attendee.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub access: Arc<dyn AccessService>,
+    pub mail: Arc<dyn MailService>,
+    pub notifier: Arc<dyn Notifier>,
+    /// One line per stage saying where it goes, for start-up banners (no secrets).
+    pub description: Vec<String>,
+}
+
+impl Pipeline {
+    pub fn attach(self, reconciler: Reconciler) -> Reconciler {
+        reconciler
+            .with_access(self.access)
+            .with_mail(self.mail)
+            .with_notifier(self.notifier)
+    }
+
+    /// The environment's configuration: Gather (or the local guest-list file when Gather is
+    /// not configured), `MAIL_PROVIDER` (default: the outbox folder), `DISCORD_WEBHOOK_URL`
+    /// (default: the console); `AUTHORIZER_URL` / `MAILER_URL` reach deployed functions.
+    pub fn from_settings(settings: &Settings) -> Result<Self, BuildError> {
+        let mut description = Vec::new();
+        let access: Arc<dyn AccessService> = match &settings.authorizer_url {
+            Some(url) => {
+                description.push(format!("access: the authorizer at {url}"));
+                Arc::new(
+                    RemoteAccess::new(url, settings.require_ops_token()?, HttpOptions::default())
+                        .map_err(client_error("AUTHORIZER_URL"))?,
+                )
+            }
+            None => {
+                let (authorizer, where_) = authorizer(settings)?;
+                description.push(format!("access: {where_}"));
+                Arc::new(authorizer)
+            }
+        };
+        let mail: Arc<dyn MailService> = match &settings.mailer_url {
+            Some(url) => {
+                description.push(format!("mail: the mailer at {url}"));
+                Arc::new(
+                    RemoteMailer::new(url, settings.require_ops_token()?, HttpOptions::default())
+                        .map_err(client_error("MAILER_URL"))?,
+                )
+            }
+            None => {
+                let mailer = mailer(settings)?;
+                description.push(format!("mail: {}", mail_description(settings)));
+                Arc::new(mailer)
+            }
+        };
+        let notifier: Arc<dyn Notifier> = match &settings.discord_webhook_url {
+            Some(url) => {
+                description.push("channel notices: the Discord webhook".into());
+                Arc::new(
+                    DiscordWebhook::new(url.expose(), HttpOptions::default())
+                        .map_err(client_error("DISCORD_WEBHOOK_URL"))?,
+                )
+            }
+            None => {
+                description.push("channel notices: this console".into());
+                Arc::new(ConsoleNotifier)
+            }
+        };
+        Ok(Self {
+            access,
+            mail,
+            notifier,
+            description,
+        })
+    }
+
+    /// Local sinks only, whatever the environment says: a guest-list file and an outbox
+    /// folder under `dir`, notices on the console. For `autopilot dev --sandbox`.
+    pub fn local(settings: &Settings, dir: &Path) -> Result<Self, BuildError> {
+        let guests = dir.join("guestlist.json");
+        let outbox = dir.join("outbox");
+        let template = MailTemplate::from_settings(&settings.file.mail)?;
+        Ok(Self {
+            access: Arc::new(Authorizer::new(
+                Arc::new(FileGuestList::new(&guests)),
+                settings.file.access.clone(),
+            )),
+            mail: Arc::new(Mailer::new(
+                Arc::new(OutboxProvider::new(&outbox, &settings.file.mail.from)),
+                template,
+            )),
+            notifier: Arc::new(ConsoleNotifier),
+            description: vec![
+                format!("access: guest-list file {}", guests.display()),
+                format!("mail: outbox folder {}", outbox.display()),
+                "channel notices: this console".into(),
+            ],
+        })
+    }
+}
+
+fn mail_description(settings: &Settings) -> String {
+    match settings.mail_provider {
+        ProviderKind::Mailgun => format!("Mailgun at {}", settings.mailgun_api_base),
+        ProviderKind::Klaviyo => format!("Klaviyo at {}", settings.klaviyo_api_base),
+        ProviderKind::Outbox => format!("outbox folder {}", settings.file.mail.outbox_dir),
+    }
+}
+
+/// The venue's guest list: Gather when configured, else the local file.
+pub fn guest_list(settings: &Settings) -> Result<(Arc<dyn GuestList>, String), BuildError> {
+    match settings.gather()? {
+        Some((key, space)) => Ok((
+            Arc::new(
+                GatherGuestList::new(
+                    &settings.gather_api_base,
+                    key,
+                    &space,
+                    HttpOptions::default(),
+                )
+                .map_err(client_error("GATHER_API_BASE"))?,
+            ),
+            format!("Gather Town at {}", settings.gather_api_base),
+        )),
+        None => {
+            let path = &settings.file.access.guestlist_file;
+            Ok((
+                Arc::new(FileGuestList::new(path)),
+                format!("guest-list file {path} (GATHER_API_KEY and GATHER_SPACE_ID not set)"),
+            ))
+        }
+    }
+}
+
+/// The authorizer function's logic, as configured.
+pub fn authorizer(settings: &Settings) -> Result<(Authorizer, String), BuildError> {
+    let (guests, where_) = guest_list(settings)?;
+    Ok((
+        Authorizer::new(guests, settings.file.access.clone()),
+        where_,
+    ))
+}
+
+/// The mailer function's logic: the provider `MAIL_PROVIDER` names, with its secrets.
+pub fn mailer(settings: &Settings) -> Result<Mailer, BuildError> {
+    let mail = &settings.file.mail;
+    let template = MailTemplate::from_settings(mail)?;
+    let provider: Arc<dyn MailProvider> = match settings.mail_provider {
+        ProviderKind::Mailgun => {
+            let key = settings
+                .mailgun_api_key
+                .clone()
+                .ok_or(ConfigError::Missing {
+                    var: "MAILGUN_API_KEY",
+                    hint: "MAIL_PROVIDER=mailgun sends through Mailgun's API with this key",
+                })?;
+            let domain = settings
+                .mailgun_domain
+                .clone()
+                .ok_or(ConfigError::Missing {
+                    var: "MAILGUN_DOMAIN",
+                    hint: "the Mailgun sending domain, e.g. mg.pycon.tw",
+                })?;
+            Arc::new(
+                MailgunProvider::new(
+                    &settings.mailgun_api_base,
+                    key,
+                    &domain,
+                    &mail.from,
+                    mail.tags.clone(),
+                    HttpOptions::default(),
+                )
+                .map_err(client_error("MAILGUN_API_BASE"))?,
+            )
+        }
+        ProviderKind::Klaviyo => {
+            let key = settings
+                .klaviyo_api_key
+                .clone()
+                .ok_or(ConfigError::Missing {
+                    var: "KLAVIYO_API_KEY",
+                    hint: "MAIL_PROVIDER=klaviyo records events with this private API key",
+                })?;
+            Arc::new(
+                KlaviyoProvider::new(
+                    &settings.klaviyo_api_base,
+                    key,
+                    &mail.klaviyo_metric,
+                    HttpOptions::default(),
+                )
+                .map_err(client_error("KLAVIYO_API_BASE"))?,
+            )
+        }
+        ProviderKind::Outbox => Arc::new(OutboxProvider::new(&mail.outbox_dir, &mail.from)),
+    };
+    Ok(Mailer::new(provider, template))
+}
+
+/// The reconcile loop reading KKTIX at `base_url` with `token`; load stage only — attach a
+/// [`Pipeline`] for access, mail and notices.
 pub fn build_reconciler(
     settings: &Settings,
     stores: &Stores,
@@ -59,7 +273,7 @@ pub fn build_reconciler(
             concurrency: kktix.concurrency,
         },
     )
-    .map_err(BuildError::Kktix)?;
+    .map_err(client_error("KKTIX_API_BASE"))?;
     Ok(Reconciler::new(
         client,
         stores.warehouse.clone(),
@@ -70,11 +284,12 @@ pub fn build_reconciler(
     ))
 }
 
-/// The reconcile loop against the KKTIX the environment names.
+/// The whole loop as the environment configures it: KKTIX, stores, access, mail, notices.
 pub fn reconciler_from_settings(
     settings: &Settings,
     stores: &Stores,
 ) -> Result<Reconciler, BuildError> {
     let token = settings.require_kktix_token()?;
-    build_reconciler(settings, stores, &settings.kktix_api_base, token)
+    let reconciler = build_reconciler(settings, stores, &settings.kktix_api_base, token)?;
+    Ok(Pipeline::from_settings(settings)?.attach(reconciler))
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::access::{Entitlements, GATHER_DEFAULT_API_BASE};
 use crate::deidentify::PrivacyRules;
+use crate::mail::{MailSettings, ProviderKind, KLAVIYO_DEFAULT_API_BASE, MAILGUN_DEFAULT_API_BASE};
 use crate::pii::Sensitive;
 use crate::selection::{CategoryRules, EventSelector};
 use crate::store::StoreSpec;
@@ -70,6 +72,8 @@ pub struct FileSettings {
     pub events: EventSelector,
     pub warehouse: CategoryRules,
     pub privacy: PrivacyRules,
+    pub access: Entitlements,
+    pub mail: MailSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +82,21 @@ pub struct Settings {
     pub kktix_access_token: Option<Sensitive<String>>,
     pub store: StoreSpec,
     pub ops_token: Option<Sensitive<String>>,
+    pub gather_api_base: String,
+    pub gather_api_key: Option<Sensitive<String>>,
+    pub gather_space_id: Option<String>,
+    pub mail_provider: ProviderKind,
+    pub mailgun_api_base: String,
+    pub mailgun_api_key: Option<Sensitive<String>>,
+    pub mailgun_domain: Option<String>,
+    pub klaviyo_api_base: String,
+    pub klaviyo_api_key: Option<Sensitive<String>>,
+    /// Holds the webhook's secret token: never printed.
+    pub discord_webhook_url: Option<Sensitive<String>>,
+    /// When set, the poller reaches the authorizer over HTTP instead of in process.
+    pub authorizer_url: Option<String>,
+    /// When set, the poller reaches the mailer over HTTP instead of in process.
+    pub mailer_url: Option<String>,
     pub file: FileSettings,
     /// The TOML file that was read, if any.
     pub config_path: Option<PathBuf>,
@@ -129,11 +148,49 @@ impl Settings {
             })?,
             None => StoreSpec::default(),
         };
+        let base = |name: &'static str, default: &str| match var(name) {
+            Some(value) => parse_base_url(name, &value),
+            None => Ok(default.to_owned()),
+        };
+        let optional_url = |name: &'static str| {
+            var(name)
+                .map(|value| parse_base_url(name, &value))
+                .transpose()
+        };
+        let mail_provider = match var("MAIL_PROVIDER") {
+            Some(kind) => kind.parse().map_err(|reason| ConfigError::Invalid {
+                var: "MAIL_PROVIDER",
+                reason,
+            })?,
+            None => ProviderKind::Outbox,
+        };
+        let discord_webhook_url = match var("DISCORD_WEBHOOK_URL") {
+            // Checked here, reported without echoing the URL (it carries the webhook's token).
+            Some(url) if parse_base_url("DISCORD_WEBHOOK_URL", &url).is_err() => {
+                return Err(ConfigError::Invalid {
+                    var: "DISCORD_WEBHOOK_URL",
+                    reason: "must be an https:// webhook URL".into(),
+                })
+            }
+            other => other.map(Sensitive::new),
+        };
         Ok(Self {
             kktix_api_base,
             kktix_access_token: var("KKTIX_ACCESS_TOKEN").map(Sensitive::new),
             store,
             ops_token: var("OPS_TOKEN").map(Sensitive::new),
+            gather_api_base: base("GATHER_API_BASE", GATHER_DEFAULT_API_BASE)?,
+            gather_api_key: var("GATHER_API_KEY").map(Sensitive::new),
+            gather_space_id: var("GATHER_SPACE_ID"),
+            mail_provider,
+            mailgun_api_base: base("MAILGUN_API_BASE", MAILGUN_DEFAULT_API_BASE)?,
+            mailgun_api_key: var("MAILGUN_API_KEY").map(Sensitive::new),
+            mailgun_domain: var("MAILGUN_DOMAIN"),
+            klaviyo_api_base: base("KLAVIYO_API_BASE", KLAVIYO_DEFAULT_API_BASE)?,
+            klaviyo_api_key: var("KLAVIYO_API_KEY").map(Sensitive::new),
+            discord_webhook_url,
+            authorizer_url: optional_url("AUTHORIZER_URL")?,
+            mailer_url: optional_url("MAILER_URL")?,
             file,
             config_path,
         })
@@ -144,6 +201,22 @@ impl Settings {
             var: "KKTIX_ACCESS_TOKEN",
             hint: "the KKTIX hosting API token the poller reads attendees with",
         })
+    }
+
+    /// Gather's key and space id, if Gather is configured; one without the other is an error.
+    pub fn gather(&self) -> Result<Option<(Sensitive<String>, String)>, ConfigError> {
+        match (&self.gather_api_key, &self.gather_space_id) {
+            (Some(key), Some(space)) => Ok(Some((key.clone(), space.clone()))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::Missing {
+                var: "GATHER_SPACE_ID",
+                hint: "GATHER_API_KEY is set; the space id (e.g. abc123\\MySpace) is needed too",
+            }),
+            (None, Some(_)) => Err(ConfigError::Missing {
+                var: "GATHER_API_KEY",
+                hint: "GATHER_SPACE_ID is set; the Gather API key is needed too",
+            }),
+        }
     }
 
     pub fn require_ops_token(&self) -> Result<Sensitive<String>, ConfigError> {

@@ -92,6 +92,22 @@ impl CategoryRules {
         }
     }
 
+    /// Every table a rule or the fallback can route to, each once.
+    pub fn tables(&self) -> Vec<String> {
+        let mut tables: Vec<String> = Vec::new();
+        for table in self
+            .categories
+            .iter()
+            .map(|rule| &rule.table)
+            .chain(std::iter::once(&self.default_table))
+        {
+            if !tables.contains(table) {
+                tables.push(table.clone());
+            }
+        }
+        tables
+    }
+
     /// Table names are interpolated into SQL (identifiers cannot be bound), so only plain
     /// identifiers are accepted.
     pub fn validate(&self) -> Result<(), String> {

@@ -212,7 +212,7 @@ async fn an_atm_order_that_gets_paid_is_loaded_next_run() {
     assert!(rows.iter().any(|row| row.attendee_id == waiting.id));
 
     let admissions = h.store.admissions(waiting.event_id).await.unwrap();
-    assert!(admissions[&waiting.id].is_complete());
+    assert!(admissions[&waiting.id].is_complete(autopilot_core::store::Stages::default()));
     assert_eq!(
         admissions[&waiting.id].email_hash.as_deref(),
         Some(sha256_hex(&waiting.email).as_str()),

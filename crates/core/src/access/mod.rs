@@ -5,6 +5,7 @@
 //! [`AccessService`]: in process locally, over `POST /authorize` and `POST /revoke` when
 //! deployed, so each function holds only its own secrets.
 
+mod authorizer;
 mod entitlements;
 mod gather;
 mod guestlist_file;
@@ -13,7 +14,8 @@ pub mod remote;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use entitlements::{Entitlement, Entitlements};
+pub use authorizer::Authorizer;
+pub use entitlements::{Entitlement, Entitlements, Grant};
 pub use gather::{GatherGuestList, GATHER_DEFAULT_API_BASE};
 pub use guestlist_file::FileGuestList;
 pub use remote::RemoteAccess;

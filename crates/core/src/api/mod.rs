@@ -5,6 +5,8 @@
 //! handlers see only requests that passed. User-facing errors are JSON `{"error": "..."}`
 //! with a 4xx status; internal failures are logged in full and answered briefly.
 
+mod access;
+mod mail;
 mod poller;
 
 use std::sync::Arc;
@@ -15,14 +17,20 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::access::AccessService;
+use crate::mail::MailService;
 use crate::pii::Sensitive;
 use crate::reconcile::Reconciler;
 
 pub type HttpRequest = http::Request<Bytes>;
 pub type HttpResponse = http::Response<Bytes>;
 
-/// Larger request bodies are refused with 413 before any parsing.
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Larger request bodies are refused with 413 before any parsing: room for a batch of
+/// [`MAX_BATCH`] admissions or invitations.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Admissions, revocations or invitations per request, as the poller batches them.
+pub const MAX_BATCH: usize = 1000;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,24 @@ pub const ROUTES: &[RouteSpec] = &[
         function: "kktix-poller",
         auth: Auth::None,
     },
+    RouteSpec {
+        method: "POST",
+        path: "/authorize",
+        function: "authorizer",
+        auth: Auth::OpsToken,
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/revoke",
+        function: "authorizer",
+        auth: Auth::OpsToken,
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/mail",
+        function: "mailer",
+        auth: Auth::OpsToken,
+    },
 ];
 
 /// The handlers one deployment serves: a function binary enables its own, `autopilot dev`
@@ -62,14 +88,26 @@ pub const ROUTES: &[RouteSpec] = &[
 pub struct Api {
     ops_token: Option<Sensitive<String>>,
     poller: Option<Arc<Reconciler>>,
+    authorizer: Option<Arc<dyn AccessService>>,
+    mailer: Option<Arc<dyn MailService>>,
 }
 
 impl Api {
     pub fn new(ops_token: Option<Sensitive<String>>) -> Self {
         Self {
             ops_token,
-            poller: None,
+            ..Self::default()
         }
+    }
+
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn AccessService>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    pub fn with_mailer(mut self, mailer: Arc<dyn MailService>) -> Self {
+        self.mailer = Some(mailer);
+        self
     }
 
     pub fn with_poller(mut self, reconciler: Arc<Reconciler>) -> Self {
@@ -120,9 +158,15 @@ impl Api {
                 return response;
             }
         }
-        match (route.method, route.path, &self.poller) {
-            ("POST", "/poll", Some(reconciler)) => poller::poll(reconciler).await,
-            ("GET", "/healthz", Some(reconciler)) => poller::healthz(reconciler).await,
+        let body = request.body();
+        match (route.path, &self.poller, &self.authorizer, &self.mailer) {
+            ("/poll", Some(reconciler), _, _) => poller::poll(reconciler).await,
+            ("/healthz", Some(reconciler), _, _) => poller::healthz(reconciler).await,
+            ("/authorize", _, Some(authorizer), _) => {
+                access::authorize(authorizer.as_ref(), body).await
+            }
+            ("/revoke", _, Some(authorizer), _) => access::revoke(authorizer.as_ref(), body).await,
+            ("/mail", _, _, Some(mailer)) => mail::mail(mailer.as_ref(), body).await,
             _ => error_response(StatusCode::NOT_FOUND, &format!("no route {path}")),
         }
     }
@@ -130,6 +174,8 @@ impl Api {
     fn serves(&self, route: &RouteSpec) -> bool {
         match route.function {
             "kktix-poller" => self.poller.is_some(),
+            "authorizer" => self.authorizer.is_some(),
+            "mailer" => self.mailer.is_some(),
             _ => false,
         }
     }
@@ -164,6 +210,39 @@ pub fn secrets_match(presented: &str, expected: &str) -> bool {
     let presented = Sha256::digest(presented.as_bytes());
     let expected = Sha256::digest(expected.as_bytes());
     presented.ct_eq(&expected).into()
+}
+
+/// A JSON request body, or a 400 naming where it is wrong — never quoting a value, which may
+/// be personal.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BadRequest> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let inner = e.inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!(
+                "request body is not valid JSON (line {} column {})",
+                inner.line(),
+                inner.column()
+            )
+        } else if e.path().iter().next().is_none() {
+            "request body does not have the expected shape".to_owned()
+        } else {
+            format!(
+                "request body: field `{}` is missing or has the wrong shape",
+                e.path()
+            )
+        };
+        BadRequest(message)
+    })
+}
+
+/// Why a request body was refused; becomes a 400.
+pub(crate) struct BadRequest(String);
+
+impl BadRequest {
+    pub(crate) fn response(&self) -> HttpResponse {
+        error_response(StatusCode::BAD_REQUEST, &self.0)
+    }
 }
 
 pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {

@@ -7,7 +7,7 @@
 mod klaviyo;
 mod mailgun;
 mod outbox;
-mod remote;
+pub mod remote;
 mod template;
 
 use std::sync::Arc;

@@ -60,8 +60,31 @@ pub struct AttendeeRow {
     pub loaded_at: DateTime<Utc>,
 }
 
+/// A field of the KKTIX record an operator may name an attendee by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupField {
+    RegNo,
+    OrderNo,
+}
+
+impl LookupField {
+    pub fn json_name(self) -> &'static str {
+        match self {
+            Self::RegNo => "reg_no",
+            Self::OrderNo => "order_no",
+        }
+    }
+}
+
 #[async_trait]
 pub trait Warehouse: Send + Sync {
+    /// Attendees in these tables whose record has `field == value`.
+    async fn find_attendees(
+        &self,
+        tables: &[String],
+        field: LookupField,
+        value: u64,
+    ) -> Result<Vec<AttendeeKey>, StoreError>;
     /// Inserts or replaces rows by (event id, attendee id): loading twice changes nothing.
     async fn upsert_attendees(&self, rows: &[AttendeeRow]) -> Result<(), StoreError>;
     /// Marks rows of refunded or cancelled attendees so reports stop counting them.
@@ -81,16 +104,43 @@ pub enum Step {
     AwaitingPayment,
     /// Its de-identified row is in the warehouse.
     Loaded,
+    /// On the venue's guest list; `detail` holds the [`GrantRecord`] as JSON.
+    Granted,
+    /// The invitation was accepted by the email provider (`detail` "resend" for a resend).
+    Mailed,
     /// Gone from the attendance book: refunded or cancelled.
     Cancelled,
+    /// Off the guest list again (or never needed removing); `detail` says which.
+    Revoked,
+    GrantFailed,
+    MailFailed,
+    RevokeFailed,
 }
 
 impl Step {
+    pub const ALL: [Step; 9] = [
+        Step::AwaitingPayment,
+        Step::Loaded,
+        Step::Granted,
+        Step::Mailed,
+        Step::Cancelled,
+        Step::Revoked,
+        Step::GrantFailed,
+        Step::MailFailed,
+        Step::RevokeFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AwaitingPayment => "awaiting_payment",
             Self::Loaded => "loaded",
+            Self::Granted => "granted",
+            Self::Mailed => "mailed",
             Self::Cancelled => "cancelled",
+            Self::Revoked => "revoked",
+            Self::GrantFailed => "grant_failed",
+            Self::MailFailed => "mail_failed",
+            Self::RevokeFailed => "revoke_failed",
         }
     }
 }
@@ -98,17 +148,24 @@ impl Step {
 impl FromStr for Step {
     type Err = StoreError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(match text {
-            "awaiting_payment" => Self::AwaitingPayment,
-            "loaded" => Self::Loaded,
-            "cancelled" => Self::Cancelled,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown ledger step {other:?}"
-                )))
-            }
-        })
+        Step::ALL
+            .into_iter()
+            .find(|step| step.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown ledger step {text:?}")))
     }
+}
+
+/// What a grant gave, kept with the `granted` step so the invitation can be (re)sent and the
+/// access revoked without asking the authorizer again. No personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    pub event_name: String,
+    pub ticket_name: String,
+    pub gather: bool,
+    #[serde(default)]
+    pub links: Vec<crate::access::Link>,
+    #[serde(default)]
+    pub venue_url: Option<String>,
 }
 
 /// One line of the ledger. `detail` is for operators and never holds personal data.
@@ -123,17 +180,56 @@ pub struct LedgerEntry {
     pub at: DateTime<Utc>,
 }
 
+/// Consecutive failures of one step since it last succeeded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Failures {
+    pub count: u32,
+    pub last_at: Option<DateTime<Utc>>,
+    pub last_reason: Option<String>,
+}
+
+impl Failures {
+    fn record(&mut self, at: DateTime<Utc>, reason: Option<&str>) {
+        self.count += 1;
+        self.last_at = Some(at);
+        self.last_reason = reason.map(str::to_owned);
+    }
+
+    /// Whether the step may be tried again at `now`: exponential backoff from `base`
+    /// (base, 2·base, 4·base, … capped at 64·base) after each consecutive failure.
+    pub fn due(&self, now: DateTime<Utc>, base: std::time::Duration) -> bool {
+        let Some(last) = self.last_at else {
+            return true;
+        };
+        let factor = 1u32 << self.count.saturating_sub(1).min(6);
+        let wait = chrono::Duration::from_std(base * factor).unwrap_or(chrono::Duration::MAX);
+        now >= last + wait
+    }
+}
+
 /// The state of one admission, folded from its ledger entries in order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Admission {
     pub awaiting_payment: bool,
     pub loaded: bool,
+    pub granted: Option<GrantRecord>,
+    pub mailed: bool,
     pub cancelled: bool,
+    pub revoked: bool,
     pub email_hash: Option<String>,
+    pub grant_failures: Failures,
+    pub mail_failures: Failures,
+    pub revoke_failures: Failures,
 }
 
 impl Admission {
-    pub fn apply(&mut self, entry_step: Step, email_hash: Option<&str>) {
+    pub fn apply(
+        &mut self,
+        entry_step: Step,
+        email_hash: Option<&str>,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) {
         match entry_step {
             Step::AwaitingPayment => {
                 self.awaiting_payment = true;
@@ -144,17 +240,61 @@ impl Admission {
                 self.awaiting_payment = false;
                 self.cancelled = false;
             }
+            Step::Granted => {
+                // A grant whose record cannot be read still counts as granted.
+                self.granted = Some(
+                    detail
+                        .and_then(|text| serde_json::from_str(text).ok())
+                        .unwrap_or(GrantRecord {
+                            event_name: String::new(),
+                            ticket_name: String::new(),
+                            gather: true,
+                            links: Vec::new(),
+                            venue_url: None,
+                        }),
+                );
+                self.revoked = false;
+                self.grant_failures = Failures::default();
+            }
+            Step::Mailed => {
+                self.mailed = true;
+                self.mail_failures = Failures::default();
+            }
             Step::Cancelled => self.cancelled = true,
+            Step::Revoked => {
+                self.revoked = true;
+                self.revoke_failures = Failures::default();
+            }
+            Step::GrantFailed => self.grant_failures.record(at, detail),
+            Step::MailFailed => self.mail_failures.record(at, detail),
+            Step::RevokeFailed => self.revoke_failures.record(at, detail),
         }
         if let Some(hash) = email_hash {
             self.email_hash = Some(hash.to_owned());
         }
     }
 
-    /// Nothing is left to do for this attendee while they stay in the book.
-    pub fn is_complete(&self) -> bool {
-        self.loaded && !self.cancelled
+    /// Still to do for an attendee in the book, given which stages this deployment runs.
+    pub fn pending(&self, stages: Stages) -> bool {
+        !self.loaded || (stages.grant && self.granted.is_none()) || (stages.mail && !self.mailed)
     }
+
+    /// Nothing is left to do for this attendee while they stay in the book.
+    pub fn is_complete(&self, stages: Stages) -> bool {
+        !self.cancelled && !self.pending(stages)
+    }
+
+    /// Access was granted and the attendee has left the book: it must go.
+    pub fn needs_revoke(&self) -> bool {
+        self.cancelled && self.granted.as_ref().is_some_and(|g| g.gather) && !self.revoked
+    }
+}
+
+/// Which admission stages run after loading: granting access and mailing the invitation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stages {
+    pub grant: bool,
+    pub mail: bool,
 }
 
 #[async_trait]
@@ -166,6 +306,8 @@ pub trait Ledger: Send + Sync {
     async fn record_run(&self, run: &RunSummary) -> Result<(), StoreError>;
     /// The newest run, or the newest whose outcome was `ok`.
     async fn last_run(&self, successful_only: bool) -> Result<Option<RunSummary>, StoreError>;
+    /// The newest `limit` runs, newest first.
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
 }
 
 /// Where the warehouse and ledger live: `STORE=sqlite:PATH` or `STORE=bigquery:PROJECT_ID`.
@@ -225,13 +367,62 @@ mod tests {
 
     #[test]
     fn admission_folds_in_order() {
+        let now = Utc::now();
+        let all = Stages {
+            grant: true,
+            mail: true,
+        };
         let mut admission = Admission::default();
-        admission.apply(Step::AwaitingPayment, Some("h"));
-        assert!(!admission.is_complete());
-        admission.apply(Step::Loaded, None);
-        assert!(admission.is_complete() && !admission.awaiting_payment);
-        admission.apply(Step::Cancelled, None);
-        assert!(!admission.is_complete());
+        admission.apply(Step::AwaitingPayment, Some("h"), None, now);
+        assert!(!admission.is_complete(Stages::default()));
+        admission.apply(Step::Loaded, None, None, now);
+        assert!(admission.is_complete(Stages::default()) && !admission.awaiting_payment);
+        assert!(!admission.is_complete(all));
+        admission.apply(Step::GrantFailed, None, Some("Gather failed"), now);
+        admission.apply(Step::GrantFailed, None, Some("Gather failed"), now);
+        assert_eq!(admission.grant_failures.count, 2);
+        let record = r#"{"event_name":"E","ticket_name":"T","gather":true,"links":[{"label":"YouTube","url":"u"}]}"#;
+        admission.apply(Step::Granted, None, Some(record), now);
+        assert_eq!(
+            admission.grant_failures.count, 0,
+            "a success resets the failures"
+        );
+        assert_eq!(
+            admission.granted.as_ref().unwrap().links[0].label,
+            "YouTube"
+        );
+        admission.apply(Step::Mailed, None, None, now);
+        assert!(admission.is_complete(all));
+        admission.apply(Step::Cancelled, None, None, now);
+        assert!(!admission.is_complete(all));
+        assert!(admission.needs_revoke());
+        admission.apply(Step::Revoked, None, Some("removed"), now);
+        assert!(!admission.needs_revoke());
         assert_eq!(admission.email_hash.as_deref(), Some("h"));
+    }
+
+    #[test]
+    fn failures_back_off_exponentially() {
+        let start = Utc::now();
+        let base = std::time::Duration::from_secs(60);
+        let mut failures = Failures::default();
+        assert!(failures.due(start, base));
+        failures.record(start, None);
+        assert!(!failures.due(start + chrono::Duration::seconds(59), base));
+        assert!(failures.due(start + chrono::Duration::seconds(60), base));
+        failures.record(start, None);
+        failures.record(start, None);
+        assert!(!failures.due(start + chrono::Duration::seconds(239), base));
+        assert!(failures.due(start + chrono::Duration::seconds(240), base));
+        for _ in 0..40 {
+            failures.record(start, None);
+        }
+        assert!(
+            failures.due(start + chrono::Duration::seconds(64 * 60), base),
+            "capped"
+        );
+        assert!(Step::ALL
+            .iter()
+            .all(|s| s.as_str().parse::<Step>().unwrap() == *s));
     }
 }

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    Admission, AttendeeKey, AttendeeRow, Ledger, LedgerEntry, Step, StoreError, Warehouse,
+    Admission, AttendeeKey, AttendeeRow, Ledger, LedgerEntry, LookupField, Step, StoreError,
+    Warehouse,
 };
 use crate::reconcile::RunSummary;
 use crate::selection::is_identifier;
@@ -209,6 +210,43 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 
 #[async_trait]
 impl Warehouse for SqliteStore {
+    async fn find_attendees(
+        &self,
+        tables: &[String],
+        field: LookupField,
+        value: u64,
+    ) -> Result<Vec<AttendeeKey>, StoreError> {
+        let tables = tables.to_vec();
+        let store = self.clone();
+        self.with(move |connection| {
+            let mut keys = Vec::new();
+            for table in &tables {
+                store.ensure_table(connection, table)?;
+                let mut statement = connection
+                    .prepare(&format!(
+                        "SELECT event_id, attendee_id FROM {table}
+                         WHERE json_extract(attendee_infos, '$.{}') = ?1
+                         ORDER BY event_id, attendee_id",
+                        field.json_name()
+                    ))
+                    .map_err(backend)?;
+                let found = statement
+                    .query_map([value as i64], |row| {
+                        Ok(AttendeeKey {
+                            event_id: row.get::<_, i64>(0)? as u64,
+                            attendee_id: row.get::<_, i64>(1)? as u64,
+                        })
+                    })
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)?;
+                keys.extend(found);
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
     async fn upsert_attendees(&self, rows: &[AttendeeRow]) -> Result<(), StoreError> {
         let rows = rows.to_vec();
         let store = self.clone();
@@ -283,7 +321,7 @@ impl Ledger for SqliteStore {
         self.with(move |connection| {
             let mut statement = connection
                 .prepare_cached(
-                    "SELECT attendee_id, step, email_hash FROM admission_log
+                    "SELECT attendee_id, step, email_hash, detail, recorded_at FROM admission_log
                      WHERE event_id = ?1 ORDER BY seq",
                 )
                 .map_err(backend)?;
@@ -293,10 +331,14 @@ impl Ledger for SqliteStore {
                 let attendee_id = row.get::<_, i64>(0).map_err(backend)? as u64;
                 let step: Step = row.get::<_, String>(1).map_err(backend)?.parse()?;
                 let email_hash: Option<String> = row.get(2).map_err(backend)?;
-                admissions
-                    .entry(attendee_id)
-                    .or_default()
-                    .apply(step, email_hash.as_deref());
+                let detail: Option<String> = row.get(3).map_err(backend)?;
+                let at: DateTime<Utc> = row.get(4).map_err(backend)?;
+                admissions.entry(attendee_id).or_default().apply(
+                    step,
+                    email_hash.as_deref(),
+                    detail.as_deref(),
+                    at,
+                );
             }
             Ok(admissions)
         })
@@ -355,6 +397,27 @@ impl Ledger for SqliteStore {
         .await
     }
 
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT summary FROM poll_runs ORDER BY started_at DESC LIMIT ?1")
+                .map_err(backend)?;
+            let summaries = statement
+                .query_map([limit as i64], |row| row.get::<_, String>(0))
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            summaries
+                .iter()
+                .map(|text| {
+                    serde_json::from_str(text)
+                        .map_err(|e| StoreError::Corrupt(format!("poll run summary: {e}")))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn last_run(&self, successful_only: bool) -> Result<Option<RunSummary>, StoreError> {
         self.with(move |connection| {
             let sql = if successful_only {
@@ -408,7 +471,7 @@ mod tests {
             .unwrap();
         store.append(&[entry(6, Step::Cancelled)]).await.unwrap();
         let admissions = store.admissions(1).await.unwrap();
-        assert!(admissions[&5].is_complete());
+        assert!(admissions[&5].is_complete(super::super::Stages::default()));
         assert!(admissions[&6].cancelled);
         assert!(store.admissions(2).await.unwrap().is_empty());
 

@@ -2,21 +2,33 @@
 //! the ledger says was done, and does the difference. A step that fails is simply still
 //! pending next run.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessService;
 use crate::deidentify::PrivacyRules;
-use crate::kktix::{AttendeeFetch, HostingEvent, KktixClient};
+use crate::kktix::{HostingEvent, KktixClient};
+use crate::mail::MailService;
+use crate::notify::Notifier;
 use crate::selection::{CategoryRules, EventSelector};
-use crate::store::{AttendeeKey, AttendeeRow, Ledger, LedgerEntry, Step, Warehouse};
+use crate::store::{Admission, AttendeeKey, Ledger, LedgerEntry, Stages, Step, Warehouse};
 
-/// Attendees fetched, loaded and recorded per step of a run.
-const FETCH_CHUNK: usize = 500;
+mod admit;
+mod notice;
+mod resend;
+mod revoke;
+
+pub use notice::compose_notice;
+pub use resend::{ResendError, ResendReport};
+
+/// Attendees fetched, loaded, granted, mailed and recorded per step of a run: at 1,000 a
+/// batch of new buyers costs one guest-list call and one Mailgun call.
+const FETCH_CHUNK: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,19 +85,43 @@ pub struct RunSummary {
     pub upstream_requests: u64,
     /// New paid attendees per ticket name, for the channel notice.
     pub new_by_ticket: BTreeMap<String, u64>,
+    /// Put on the venue's guest list / given their links this run.
+    #[serde(default)]
+    pub granted: u64,
+    /// Invitations the email provider accepted this run.
+    #[serde(default)]
+    pub mailed: u64,
+    /// Refunded attendees whose access was taken back this run.
+    #[serde(default)]
+    pub revoked: u64,
+    /// Paid attendees in the book after this run (all selected events).
+    #[serde(default)]
+    pub sold: u64,
+    /// Upstreams (or stages) that failed during this run, for the "failing runs in a row" alert.
+    #[serde(default)]
+    pub failing: BTreeSet<String>,
+    /// The channel notice this run sent, if any: "sales", "alert", "recovery" or combinations.
+    #[serde(default)]
+    pub notice: Option<String>,
+    /// Whether the channel was told of a failure not yet followed by a recovery notice.
+    #[serde(default)]
+    pub alerting: bool,
 }
 
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {}: {} events, {} new paid, {} pending, {} refunded, {} skipped, {} errors, {} KKTIX requests, {} ms",
+            "{} {}: {} events, {} new paid, {} pending, {} refunded, {} granted, {} mailed, {} revoked, {} skipped, {} errors, {} KKTIX requests, {} ms",
             self.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
             self.outcome.as_str(),
             self.events,
             self.new_paid,
             self.pending,
             self.refunded,
+            self.granted,
+            self.mailed,
+            self.revoked,
             self.skipped.len(),
             self.errors.len(),
             self.upstream_requests,
@@ -99,6 +135,24 @@ impl fmt::Display for RunSummary {
 #[error("a reconcile run is already in progress")]
 pub struct RunInProgress;
 
+/// Tuning of the loop beyond what KKTIX and the stores need.
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    /// Backoff base for a failed grant, mail or revoke: retried after 1, 2, 4, … 64 × this.
+    pub step_backoff: std::time::Duration,
+    /// An upstream failing this many runs in a row raises a channel alert.
+    pub alert_after_failing_runs: usize,
+}
+
+impl Default for ReconcileOptions {
+    fn default() -> Self {
+        Self {
+            step_backoff: std::time::Duration::from_secs(60),
+            alert_after_failing_runs: 3,
+        }
+    }
+}
+
 pub struct Reconciler {
     kktix: KktixClient,
     warehouse: Arc<dyn Warehouse>,
@@ -106,28 +160,73 @@ pub struct Reconciler {
     selector: EventSelector,
     categories: CategoryRules,
     privacy: PrivacyRules,
+    access: Option<Arc<dyn AccessService>>,
+    mail: Option<Arc<dyn MailService>>,
+    notifier: Option<Arc<dyn Notifier>>,
+    options: ReconcileOptions,
     running: tokio::sync::Mutex<()>,
 }
 
 /// Counts and findings of the run in progress.
 struct RunState {
     run_id: String,
+    now: DateTime<Utc>,
     summary: RunSummary,
 }
 
 impl RunState {
-    fn partial(&mut self, error: String) {
-        tracing::warn!(run_id = %self.run_id, %error, "reconcile step failed");
+    /// Some work failed and stays pending; `failing` names the upstream or stage.
+    fn partial(&mut self, failing: &str, error: String) {
+        tracing::warn!(run_id = %self.run_id, failing, %error, "reconcile step failed");
         self.summary.errors.push(error);
+        self.summary.failing.insert(failing.to_owned());
         if self.summary.outcome == RunOutcome::Ok {
             self.summary.outcome = RunOutcome::Partial;
         }
     }
 
-    fn failed(&mut self, error: String) {
-        tracing::error!(run_id = %self.run_id, %error, "reconcile run failed");
+    /// The run could not do its work.
+    fn failed(&mut self, failing: &str, error: String) {
+        tracing::error!(run_id = %self.run_id, failing, %error, "reconcile run failed");
         self.summary.errors.push(error);
+        self.summary.failing.insert(failing.to_owned());
         self.summary.outcome = RunOutcome::Failed;
+    }
+
+    fn entry(
+        &self,
+        key: AttendeeKey,
+        step: Step,
+        email_hash: Option<String>,
+        detail: Option<String>,
+    ) -> LedgerEntry {
+        LedgerEntry {
+            key,
+            step,
+            email_hash,
+            detail,
+            run_id: self.run_id.clone(),
+            at: self.now,
+        }
+    }
+}
+
+/// Many attendees failing for one reason make one error line, not hundreds.
+#[derive(Default)]
+struct FailureTally(BTreeMap<String, u64>);
+
+impl FailureTally {
+    fn add(&mut self, reason: &str) {
+        *self.0.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    fn report(self, state: &mut RunState, failing: &str, what: &str) {
+        for (reason, count) in self.0 {
+            state.partial(
+                failing,
+                format!("{what} failed for {count} attendee(s): {reason}"),
+            );
+        }
     }
 }
 
@@ -147,12 +246,54 @@ impl Reconciler {
             selector,
             categories,
             privacy,
+            access: None,
+            mail: None,
+            notifier: None,
+            options: ReconcileOptions::default(),
             running: tokio::sync::Mutex::new(()),
         }
     }
 
+    /// Grant venue access to paid attendees (and revoke it on refunds).
+    pub fn with_access(mut self, access: Arc<dyn AccessService>) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// Mail each paid attendee an invitation, once.
+    pub fn with_mail(mut self, mail: Arc<dyn MailService>) -> Self {
+        self.mail = Some(mail);
+        self
+    }
+
+    /// Tell the team's channel about sales and failures.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn with_options(mut self, options: ReconcileOptions) -> Self {
+        self.options = options;
+        self
+    }
+
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
         &self.ledger
+    }
+
+    pub fn warehouse(&self) -> &Arc<dyn Warehouse> {
+        &self.warehouse
+    }
+
+    pub fn categories(&self) -> &CategoryRules {
+        &self.categories
+    }
+
+    fn stages(&self) -> Stages {
+        Stages {
+            grant: self.access.is_some(),
+            mail: self.mail.is_some(),
+        }
     }
 
     /// Runs once unless a run is already under way.
@@ -178,6 +319,7 @@ impl Reconciler {
         );
         let mut state = RunState {
             run_id: run_id.clone(),
+            now: started_at,
             summary: RunSummary {
                 run_id,
                 started_at,
@@ -195,14 +337,19 @@ impl Reconciler {
                 warnings: Vec::new(),
                 upstream_requests: 0,
                 new_by_ticket: BTreeMap::new(),
+                granted: 0,
+                mailed: 0,
+                revoked: 0,
+                sold: 0,
+                failing: BTreeSet::new(),
+                notice: None,
+                alerting: false,
             },
         };
 
         match self.kktix.hosting_events().await {
             Ok(listing) => {
-                for reason in listing.skipped {
-                    state.summary.warnings.push(reason);
-                }
+                state.summary.warnings.extend(listing.skipped);
                 let events: Vec<HostingEvent> = listing
                     .events
                     .into_iter()
@@ -212,13 +359,15 @@ impl Reconciler {
                 for event in &events {
                     self.reconcile_event(event, &mut state).await;
                 }
+                self.revoke_refunded(&events, &mut state).await;
             }
-            Err(error) => state.failed(format!("listing events: {error}")),
+            Err(error) => state.failed(error.upstream(), format!("listing events: {error}")),
         }
 
+        state.summary.upstream_requests = self.kktix.requests_sent() - requests_before;
+        state.summary.duration_ms = started.elapsed().as_millis() as u64;
+        self.send_notice(&mut state.summary).await;
         let mut summary = state.summary;
-        summary.upstream_requests = self.kktix.requests_sent() - requests_before;
-        summary.duration_ms = started.elapsed().as_millis() as u64;
         if let Err(error) = self.ledger.record_run(&summary).await {
             tracing::error!(%error, "could not record the run");
             summary.errors.push(format!("recording the run: {error}"));
@@ -230,6 +379,9 @@ impl Reconciler {
             new_paid = summary.new_paid,
             pending = summary.pending,
             refunded = summary.refunded,
+            granted = summary.granted,
+            mailed = summary.mailed,
+            revoked = summary.revoked,
             skipped = summary.skipped.len(),
             errors = summary.errors.len(),
             upstream_requests = summary.upstream_requests,
@@ -253,136 +405,79 @@ impl Reconciler {
             Ok(books) => match books.first() {
                 Some(book) => book.id,
                 None => {
-                    state.partial(format!("event {event_id}: KKTIX lists no attendance book"));
+                    state.partial(
+                        "KKTIX",
+                        format!("event {event_id}: KKTIX lists no attendance book"),
+                    );
                     return;
                 }
             },
             Err(error) => {
-                state.partial(format!("event {event_id}: {error}"));
+                state.partial(error.upstream(), format!("event {event_id}: {error}"));
                 return;
             }
         };
         let live = match self.kktix.attendance_book(event_id, book).await {
             Ok(live) => live,
             Err(error) => {
-                state.partial(format!("event {event_id}: {error}"));
+                state.partial(error.upstream(), format!("event {event_id}: {error}"));
                 return;
             }
         };
         let admissions = match self.ledger.admissions(event_id).await {
             Ok(admissions) => admissions,
             Err(error) => {
-                state.failed(format!("event {event_id}: reading the ledger: {error}"));
+                state.failed(
+                    "store",
+                    format!("event {event_id}: reading the ledger: {error}"),
+                );
                 return;
             }
         };
         state.summary.live += live.len() as u64;
         let live_set: HashSet<u64> = live.iter().copied().collect();
 
+        let stages = self.stages();
         let to_fetch: Vec<u64> = live
             .iter()
             .copied()
-            .filter(|id| !admissions.get(id).is_some_and(|a| a.is_complete()))
+            .filter(|id| match admissions.get(id) {
+                None => true,
+                Some(admission) => self.needs_work(admission, stages, state.now),
+            })
             .collect();
         state.summary.fetched += to_fetch.len() as u64;
 
-        let now = Utc::now();
-        // In chunks, each loaded and recorded before the next is fetched: a first run over a
-        // large event keeps memory flat and its progress survives a crash.
+        // In chunks, each loaded, granted, mailed and recorded before the next is fetched: a
+        // first run over a large event keeps memory flat and its progress survives a crash.
         for chunk in to_fetch.chunks(FETCH_CHUNK) {
-            let mut rows = Vec::new();
-            let mut entries = Vec::new();
-            let mut loaded_tickets = Vec::new();
-            for (attendee_id, fetch) in self.kktix.attendees(event_id, chunk).await {
-                let key = AttendeeKey {
-                    event_id,
-                    attendee_id,
-                };
-                match fetch {
-                    AttendeeFetch::Fetched(attendee) => {
-                        let email_hash = self
-                            .privacy
-                            .contact(&attendee)
-                            .email
-                            .map(|email| email.hash());
-                        if !attendee.is_paid {
-                            state.summary.pending += 1;
-                            let known = admissions.get(&attendee_id);
-                            if !known.is_some_and(|a| a.awaiting_payment && !a.cancelled) {
-                                entries.push(self.entry(
-                                    key,
-                                    Step::AwaitingPayment,
-                                    email_hash,
-                                    state,
-                                    now,
-                                ));
-                            }
-                            continue;
-                        }
-                        let record = self.privacy.deidentify(&attendee);
-                        let attendee_infos = match serde_json::to_string(&record) {
-                            Ok(json) => json,
-                            Err(error) => {
-                                state.summary.skipped.push(SkippedRecord {
-                                    event_id,
-                                    attendee_id,
-                                    reason: format!(
-                                        "cannot encode the de-identified record: {error}"
-                                    ),
-                                });
-                                continue;
-                            }
-                        };
-                        rows.push(AttendeeRow {
-                            table: routing.table.clone(),
-                            event_id,
-                            event_name: event.name.clone(),
-                            attendee_id,
-                            attendee_infos,
-                            ticket_name: attendee.ticket_name.clone(),
-                            paid_at: attendee.updated_at.and_then(epoch_seconds).unwrap_or(now),
-                            price: attendee.price.unwrap_or(0.0),
-                            currency: attendee.currency.clone().unwrap_or_default(),
-                            state: attendee.state.clone().unwrap_or_else(|| "activated".into()),
-                            loaded_at: now,
-                        });
-                        loaded_tickets.push(attendee.ticket_name.clone());
-                        entries.push(self.entry(key, Step::Loaded, email_hash, state, now));
-                    }
-                    AttendeeFetch::Broken(error) => {
-                        tracing::warn!(event_id, attendee_id, reason = %error, "skipping a broken attendee record");
-                        state.summary.skipped.push(SkippedRecord {
-                            event_id,
-                            attendee_id,
-                            reason: error.reason,
-                        });
-                    }
-                    AttendeeFetch::Failed(error) => {
-                        state.partial(format!("event {event_id} attendee {attendee_id}: {error}"));
-                    }
-                }
-            }
-
-            // The warehouse first, then the ledger: a crash in between loads the rows again next
-            // run, which the upsert makes harmless.
-            if !rows.is_empty() {
-                if let Err(error) = self.warehouse.upsert_attendees(&rows).await {
-                    state.failed(format!("event {event_id}: loading the warehouse: {error}"));
-                    return;
-                }
-            }
-            if let Err(error) = self.ledger.append(&entries).await {
-                state.failed(format!("event {event_id}: writing the ledger: {error}"));
+            let fetched = self.kktix.attendees(event_id, chunk).await;
+            if !self
+                .admit_chunk(event, &routing.table, &admissions, fetched, state)
+                .await
+            {
                 return;
-            }
-            state.summary.new_paid += rows.len() as u64;
-            for ticket in loaded_tickets {
-                *state.summary.new_by_ticket.entry(ticket).or_default() += 1;
             }
         }
 
-        self.cancel_gone(event_id, &routing.table, &admissions, &live_set, state, now)
+        self.cancel_gone(event_id, &routing.table, &admissions, &live_set, state)
             .await;
+    }
+
+    /// Whether an attendee in the book has a step to do now (failed steps wait their backoff).
+    fn needs_work(&self, admission: &Admission, stages: Stages, now: DateTime<Utc>) -> bool {
+        if admission.cancelled || !admission.loaded {
+            return true;
+        }
+        let backoff = self.options.step_backoff;
+        let grant_due = stages.grant
+            && (admission.granted.is_none() || admission.revoked)
+            && admission.grant_failures.due(now, backoff);
+        let mail_due = stages.mail
+            && !admission.mailed
+            && (admission.granted.is_some() || !stages.grant)
+            && admission.mail_failures.due(now, backoff);
+        grant_due || mail_due
     }
 
     /// Attendees the ledger knows who have left the book were refunded or cancelled.
@@ -390,10 +485,9 @@ impl Reconciler {
         &self,
         event_id: u64,
         table: &str,
-        admissions: &std::collections::HashMap<u64, crate::store::Admission>,
+        admissions: &HashMap<u64, Admission>,
         live: &HashSet<u64>,
         state: &mut RunState,
-        now: DateTime<Utc>,
     ) {
         let mut gone: Vec<(u64, bool)> = admissions
             .iter()
@@ -409,10 +503,13 @@ impl Reconciler {
         // An empty book while people hold tickets looks like a KKTIX fault, not a mass refund;
         // revoking everyone on a glitch would lock the whole audience out.
         if live.is_empty() && gone.len() > 1 {
-            state.partial(format!(
-                "event {event_id}: the attendance book came back empty while {} attendees hold tickets; not treating them as refunded",
-                gone.len()
-            ));
+            state.partial(
+                "KKTIX",
+                format!(
+                    "event {event_id}: the attendance book came back empty while {} attendees hold tickets; not treating them as refunded",
+                    gone.len()
+                ),
+            );
             return;
         }
         let refunded: Vec<AttendeeKey> = gone
@@ -424,10 +521,15 @@ impl Reconciler {
             })
             .collect();
         if !refunded.is_empty() {
-            if let Err(error) = self.warehouse.mark_cancelled(table, &refunded, now).await {
-                state.failed(format!(
-                    "event {event_id}: marking refunds in the warehouse: {error}"
-                ));
+            if let Err(error) = self
+                .warehouse
+                .mark_cancelled(table, &refunded, state.now)
+                .await
+            {
+                state.failed(
+                    "store",
+                    format!("event {event_id}: marking refunds in the warehouse: {error}"),
+                );
                 return;
             }
         }
@@ -443,43 +545,17 @@ impl Reconciler {
                 } else {
                     "expired unpaid"
                 };
-                let mut entry = self.entry(key, Step::Cancelled, None, state, now);
-                entry.detail = Some(detail.into());
-                entry
+                state.entry(key, Step::Cancelled, None, Some(detail.into()))
             })
             .collect();
         if let Err(error) = self.ledger.append(&entries).await {
-            state.failed(format!("event {event_id}: writing the ledger: {error}"));
+            state.failed(
+                "store",
+                format!("event {event_id}: writing the ledger: {error}"),
+            );
             return;
         }
         state.summary.refunded += refunded.len() as u64;
         state.summary.expired += (gone.len() - refunded.len()) as u64;
     }
-
-    fn entry(
-        &self,
-        key: AttendeeKey,
-        step: Step,
-        email_hash: Option<String>,
-        state: &RunState,
-        at: DateTime<Utc>,
-    ) -> LedgerEntry {
-        LedgerEntry {
-            key,
-            step,
-            email_hash,
-            detail: None,
-            run_id: state.run_id.clone(),
-            at,
-        }
-    }
-}
-
-fn epoch_seconds(seconds: f64) -> Option<DateTime<Utc>> {
-    if !seconds.is_finite() {
-        return None;
-    }
-    let whole = seconds.floor();
-    let nanos = ((seconds - whole) * 1e9) as u32;
-    Utc.timestamp_opt(whole as i64, nanos).single()
 }

@@ -1,0 +1,56 @@
+//! The mailer's route: `POST /mail` sends each invitation through the configured provider and
+//! answers per invitation. `force: true` is an operator's explicit resend.
+
+use http::StatusCode;
+
+use super::{error_response, json, parse_json, HttpResponse, MAX_BATCH};
+use crate::access::remote::Results;
+use crate::mail::remote::MailBody;
+use crate::mail::{Invitation, MailOutcome, MailResult, MailService};
+use crate::pii::EmailAddress;
+
+pub(super) async fn mail(service: &dyn MailService, body: &[u8]) -> HttpResponse {
+    let body: MailBody = match parse_json(body) {
+        Ok(body) => body,
+        Err(bad) => return bad.response(),
+    };
+    if body.invitations.len() > MAX_BATCH {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("at most {MAX_BATCH} invitations per request"),
+        );
+    }
+    let mut results: Vec<Option<MailResult>> = Vec::with_capacity(body.invitations.len());
+    let mut invitations = Vec::new();
+    for wire in body.invitations {
+        match EmailAddress::parse(wire.email.expose()) {
+            Ok(email) => {
+                results.push(None);
+                invitations.push(Invitation {
+                    key: wire.key,
+                    email,
+                    name: wire.name,
+                    event_name: wire.event_name,
+                    ticket_name: wire.ticket_name,
+                    links: wire.links,
+                    venue_url: wire.venue_url,
+                    checkin_code: wire.checkin_code,
+                    reg_no: wire.reg_no,
+                });
+            }
+            Err(invalid) => results.push(Some(MailResult {
+                key: wire.key,
+                outcome: MailOutcome::Failed {
+                    reason: invalid.to_string(),
+                    transient: false,
+                },
+            })),
+        }
+    }
+    let mut sent = service.send(invitations, body.force).await.into_iter();
+    let results: Vec<MailResult> = results
+        .into_iter()
+        .filter_map(|slot| slot.or_else(|| sent.next()))
+        .collect();
+    json(StatusCode::OK, &Results { results })
+}

@@ -1,0 +1,338 @@
+//! One chunk of fetched attendees through the admission stages, each recorded in the ledger
+//! as soon as it succeeds: load → grant → mail.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::{FailureTally, Reconciler, RunState, SkippedRecord};
+use crate::access::{AccessRequest, GrantOutcome};
+use crate::kktix::{AttendeeFetch, HostingEvent};
+use crate::mail::{Invitation, MailOutcome};
+use crate::pii::{EmailAddress, Sensitive};
+use crate::store::{Admission, AttendeeKey, AttendeeRow, GrantRecord, LedgerEntry, Step};
+
+/// A paid attendee on the way to an invitation; holds contact details only in memory.
+struct Candidate {
+    key: AttendeeKey,
+    email: Option<EmailAddress>,
+    email_hash: Option<String>,
+    name: Sensitive<String>,
+    ticket_name: String,
+    checkin_code: Option<String>,
+    reg_no: Option<u64>,
+    grant: Option<GrantRecord>,
+    needs_grant: bool,
+    needs_mail: bool,
+}
+
+impl Reconciler {
+    /// Returns false when a store failure means the event's run must stop here.
+    pub(super) async fn admit_chunk(
+        &self,
+        event: &HostingEvent,
+        table: &str,
+        admissions: &HashMap<u64, Admission>,
+        fetched: Vec<(u64, AttendeeFetch)>,
+        state: &mut RunState,
+    ) -> bool {
+        let event_id = event.id;
+        let stages = self.stages();
+        let backoff = self.options.step_backoff;
+        let mut rows = Vec::new();
+        let mut entries = Vec::new();
+        let mut loaded_tickets = Vec::new();
+        let mut candidates = Vec::new();
+
+        for (attendee_id, fetch) in fetched {
+            let key = AttendeeKey {
+                event_id,
+                attendee_id,
+            };
+            let known = admissions.get(&attendee_id);
+            let attendee = match fetch {
+                AttendeeFetch::Fetched(attendee) => attendee,
+                AttendeeFetch::Broken(error) => {
+                    tracing::warn!(event_id, attendee_id, reason = %error, "skipping a broken attendee record");
+                    state.summary.skipped.push(SkippedRecord {
+                        event_id,
+                        attendee_id,
+                        reason: error.reason,
+                    });
+                    continue;
+                }
+                AttendeeFetch::Failed(error) => {
+                    state.partial(
+                        error.upstream(),
+                        format!("event {event_id} attendee {attendee_id}: {error}"),
+                    );
+                    continue;
+                }
+            };
+            let contact = self.privacy.contact(&attendee);
+            let email_hash = contact.email.as_ref().map(EmailAddress::hash);
+            if !attendee.is_paid {
+                state.summary.pending += 1;
+                if !known.is_some_and(|a| a.awaiting_payment && !a.cancelled) {
+                    entries.push(state.entry(key, Step::AwaitingPayment, email_hash, None));
+                }
+                continue;
+            }
+
+            let needs_load = known.is_none_or(|a| !a.loaded || a.cancelled);
+            if needs_load {
+                let record = self.privacy.deidentify(&attendee);
+                let attendee_infos = match serde_json::to_string(&record) {
+                    Ok(json) => json,
+                    Err(error) => {
+                        state.summary.skipped.push(SkippedRecord {
+                            event_id,
+                            attendee_id,
+                            reason: format!("cannot encode the de-identified record: {error}"),
+                        });
+                        continue;
+                    }
+                };
+                rows.push(AttendeeRow {
+                    table: table.to_owned(),
+                    event_id,
+                    event_name: event.name.clone(),
+                    attendee_id,
+                    attendee_infos,
+                    ticket_name: attendee.ticket_name.clone(),
+                    paid_at: attendee
+                        .updated_at
+                        .and_then(epoch_seconds)
+                        .unwrap_or(state.now),
+                    price: attendee.price.unwrap_or(0.0),
+                    currency: attendee.currency.clone().unwrap_or_default(),
+                    state: attendee.state.clone().unwrap_or_else(|| "activated".into()),
+                    loaded_at: state.now,
+                });
+                loaded_tickets.push(attendee.ticket_name.clone());
+                entries.push(state.entry(key, Step::Loaded, email_hash.clone(), None));
+            }
+
+            let grant = known
+                .filter(|a| !a.revoked && !a.cancelled)
+                .and_then(|a| a.granted.clone());
+            let needs_grant = stages.grant
+                && grant.is_none()
+                && known.is_none_or(|a| a.grant_failures.due(state.now, backoff));
+            let needs_mail = stages.mail
+                && !known.is_some_and(|a| a.mailed)
+                && known.is_none_or(|a| a.mail_failures.due(state.now, backoff));
+            if needs_grant || needs_mail {
+                candidates.push(Candidate {
+                    key,
+                    email: contact.email,
+                    email_hash,
+                    name: contact.name.unwrap_or_default(),
+                    ticket_name: attendee.ticket_name.clone(),
+                    checkin_code: attendee
+                        .raw
+                        .expose()
+                        .get("checkin_code")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
+                    reg_no: attendee.reg_no,
+                    grant,
+                    needs_grant,
+                    needs_mail,
+                });
+            }
+        }
+
+        // Load: the warehouse first, then the ledger. A crash in between loads the rows again
+        // next run, which the upsert makes harmless.
+        if !rows.is_empty() {
+            if let Err(error) = self.warehouse.upsert_attendees(&rows).await {
+                state.failed(
+                    "store",
+                    format!("event {event_id}: loading the warehouse: {error}"),
+                );
+                return false;
+            }
+        }
+        if !self.record(entries, state).await {
+            return false;
+        }
+        state.summary.new_paid += rows.len() as u64;
+        for ticket in loaded_tickets {
+            *state.summary.new_by_ticket.entry(ticket).or_default() += 1;
+        }
+
+        if !self.grant(event, &mut candidates, state).await {
+            return false;
+        }
+        self.mail(event, candidates, state).await
+    }
+
+    /// Grants access to every candidate that needs it, in one call, and records each outcome.
+    async fn grant(
+        &self,
+        event: &HostingEvent,
+        candidates: &mut [Candidate],
+        state: &mut RunState,
+    ) -> bool {
+        let Some(access) = &self.access else {
+            return true;
+        };
+        let mut entries = Vec::new();
+        let mut no_email = FailureTally::default();
+        let mut requests = Vec::new();
+        for candidate in candidates.iter().filter(|c| c.needs_grant) {
+            match &candidate.email {
+                Some(email) => requests.push(AccessRequest {
+                    key: candidate.key,
+                    email: email.clone(),
+                    name: candidate.name.clone(),
+                    event_name: event.name.clone(),
+                    ticket_name: candidate.ticket_name.clone(),
+                }),
+                None => {
+                    let reason = "the record has no valid contact email";
+                    no_email.add(reason);
+                    entries.push(state.entry(
+                        candidate.key,
+                        Step::GrantFailed,
+                        None,
+                        Some(reason.into()),
+                    ));
+                }
+            }
+        }
+        no_email.report(state, "KKTIX record", "granting access");
+        let mut failures = FailureTally::default();
+        if !requests.is_empty() {
+            for result in access.authorize(requests).await {
+                let Some(candidate) = candidates.iter_mut().find(|c| c.key == result.key) else {
+                    continue;
+                };
+                match result.outcome {
+                    GrantOutcome::Granted {
+                        gather,
+                        links,
+                        venue_url,
+                    } => {
+                        let record = GrantRecord {
+                            event_name: event.name.clone(),
+                            ticket_name: candidate.ticket_name.clone(),
+                            gather,
+                            links,
+                            venue_url,
+                        };
+                        let detail = serde_json::to_string(&record).ok();
+                        entries.push(state.entry(
+                            result.key,
+                            Step::Granted,
+                            candidate.email_hash.clone(),
+                            detail,
+                        ));
+                        candidate.grant = Some(record);
+                        state.summary.granted += 1;
+                    }
+                    GrantOutcome::Failed { reason, .. } => {
+                        failures.add(&reason);
+                        entries.push(state.entry(
+                            result.key,
+                            Step::GrantFailed,
+                            None,
+                            Some(reason),
+                        ));
+                    }
+                }
+            }
+        }
+        failures.report(state, "guest list", "granting access");
+        self.record(entries, state).await
+    }
+
+    /// Mails every candidate whose access is in place (or who needs none) and records each.
+    async fn mail(
+        &self,
+        event: &HostingEvent,
+        candidates: Vec<Candidate>,
+        state: &mut RunState,
+    ) -> bool {
+        let Some(mail) = &self.mail else {
+            return true;
+        };
+        let grant_stage = self.access.is_some();
+        let invitations: Vec<Invitation> = candidates
+            .into_iter()
+            .filter(|c| c.needs_mail && (c.grant.is_some() || !grant_stage))
+            .filter_map(|c| {
+                let grant = c.grant.unwrap_or(GrantRecord {
+                    event_name: event.name.clone(),
+                    ticket_name: c.ticket_name.clone(),
+                    gather: false,
+                    links: Vec::new(),
+                    venue_url: None,
+                });
+                Some(Invitation {
+                    key: c.key,
+                    email: c.email?,
+                    name: c.name,
+                    event_name: event.name.clone(),
+                    ticket_name: c.ticket_name,
+                    links: grant.links,
+                    venue_url: grant.venue_url,
+                    checkin_code: c.checkin_code,
+                    reg_no: c.reg_no,
+                })
+            })
+            .collect();
+        if invitations.is_empty() {
+            return true;
+        }
+        let mut entries = Vec::new();
+        let mut failures = FailureTally::default();
+        // Recorded right after the provider answers: the only window in which a crash can
+        // cause a second mail is between the provider accepting a batch and this append.
+        for result in mail.send(invitations, false).await {
+            match result.outcome {
+                MailOutcome::Sent {
+                    provider,
+                    message_id,
+                } => {
+                    let detail = match message_id {
+                        Some(id) => format!("{provider} {id}"),
+                        None => provider,
+                    };
+                    entries.push(state.entry(result.key, Step::Mailed, None, Some(detail)));
+                    state.summary.mailed += 1;
+                }
+                MailOutcome::Failed { reason, .. } => {
+                    failures.add(&reason);
+                    entries.push(state.entry(result.key, Step::MailFailed, None, Some(reason)));
+                }
+            }
+        }
+        failures.report(state, "mail provider", "mailing the invitation");
+        self.record(entries, state).await
+    }
+
+    /// Appends to the ledger; false (and the run failed) if the store refused.
+    pub(super) async fn record(&self, entries: Vec<LedgerEntry>, state: &mut RunState) -> bool {
+        if entries.is_empty() {
+            return true;
+        }
+        match self.ledger.append(&entries).await {
+            Ok(()) => true,
+            Err(error) => {
+                state.failed("store", format!("writing the ledger: {error}"));
+                false
+            }
+        }
+    }
+}
+
+fn epoch_seconds(seconds: f64) -> Option<DateTime<Utc>> {
+    if !seconds.is_finite() {
+        return None;
+    }
+    let whole = seconds.floor();
+    let nanos = ((seconds - whole) * 1e9) as u32;
+    Utc.timestamp_opt(whole as i64, nanos).single()
+}

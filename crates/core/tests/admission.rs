@@ -1,0 +1,433 @@
+//! The whole admission flow against fakes of every upstream in its wire format: the KKTIX
+//! sandbox, Gather Town, Mailgun and a Discord webhook (wiremock). Nothing sent twice,
+//! nothing lost, the right guest revoked.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autopilot_core::access::{AccessService, Authorizer, Entitlements, GatherGuestList};
+use autopilot_core::deidentify::PrivacyRules;
+use autopilot_core::kktix::{KktixClient, KktixOptions};
+use autopilot_core::mail::{MailService, MailSettings, MailTemplate, Mailer, MailgunProvider};
+use autopilot_core::notify::{DiscordWebhook, Notifier};
+use autopilot_core::pii::Sensitive;
+use autopilot_core::reconcile::{ReconcileOptions, Reconciler, RunOutcome};
+use autopilot_core::selection::{CategoryRules, EventSelector};
+use autopilot_core::store::{Ledger, SqliteStore};
+use autopilot_core::upstream::{HttpOptions, RetryPolicy};
+use autopilot_sandbox::{AttendeeTruth, RunningSandbox, Sandbox, SandboxConfig};
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const SPACE: &str = "oxrhEtb3sV7VutbQ\\PyConTW";
+const DOMAIN: &str = "mg.example.org";
+const WEBHOOK: &str = "/api/webhooks/1234/secret-token";
+
+fn fast() -> HttpOptions {
+    HttpOptions {
+        timeout: Duration::from_millis(500),
+        retry: RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            max_retry_after: Duration::from_secs(1),
+            retry_ambiguous: true,
+        },
+    }
+}
+
+struct World {
+    sandbox: Sandbox,
+    running: RunningSandbox,
+    store: Arc<SqliteStore>,
+    gather: MockServer,
+    mailgun: MockServer,
+    discord: MockServer,
+    access: Arc<dyn AccessService>,
+    mail: Arc<dyn MailService>,
+    notifier: Arc<dyn Notifier>,
+}
+
+impl World {
+    async fn new() -> Self {
+        let mut config = SandboxConfig::demo(11);
+        config.purchases_per_step = 0.0;
+        config.refund_share = 0.0;
+        config.atm_pay_per_step = 0.0;
+        let sandbox = Sandbox::new(config);
+        let running = sandbox
+            .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let gather = MockServer::start().await;
+        let mailgun = MockServer::start().await;
+        let discord = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/setEmailGuestlist"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&gather)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(WEBHOOK))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&discord)
+            .await;
+        let access: Arc<dyn AccessService> = Arc::new(Authorizer::new(
+            Arc::new(
+                GatherGuestList::new(
+                    &gather.uri(),
+                    Sensitive::new("gather-key".into()),
+                    SPACE,
+                    fast(),
+                )
+                .unwrap(),
+            ),
+            Entitlements::default(),
+        ));
+        let settings = MailSettings::default();
+        let mail: Arc<dyn MailService> = Arc::new(Mailer::new(
+            Arc::new(
+                MailgunProvider::new(
+                    &mailgun.uri(),
+                    Sensitive::new("mailgun-key".into()),
+                    DOMAIN,
+                    &settings.from,
+                    Vec::new(),
+                    fast(),
+                )
+                .unwrap(),
+            ),
+            MailTemplate::from_settings(&settings).unwrap(),
+        ));
+        let notifier: Arc<dyn Notifier> =
+            Arc::new(DiscordWebhook::new(&format!("{}{WEBHOOK}", discord.uri()), fast()).unwrap());
+        Self {
+            sandbox,
+            running,
+            store: Arc::new(SqliteStore::in_memory().unwrap()),
+            gather,
+            mailgun,
+            discord,
+            access,
+            mail,
+            notifier,
+        }
+    }
+
+    async fn mailgun_accepts(&self) {
+        Mock::given(method("POST"))
+            .and(path(format!("/v3/{DOMAIN}/messages")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"id": "<20261121.1@mg.example.org>", "message": "Queued. Thank you."}),
+            ))
+            .mount(&self.mailgun)
+            .await;
+    }
+
+    fn reconciler(&self, token: &str, grant: bool, mail: bool) -> Reconciler {
+        let client = KktixClient::new(
+            &self.running.base_url,
+            Sensitive::new(token.to_owned()),
+            KktixOptions {
+                retry: fast().retry,
+                ..KktixOptions::default()
+            },
+        )
+        .unwrap();
+        let mut reconciler = Reconciler::new(
+            client,
+            self.store.clone(),
+            self.store.clone(),
+            EventSelector::default(),
+            CategoryRules::default(),
+            PrivacyRules::default(),
+        )
+        .with_notifier(self.notifier.clone())
+        .with_options(ReconcileOptions {
+            step_backoff: Duration::ZERO,
+            ..ReconcileOptions::default()
+        });
+        if grant {
+            reconciler = reconciler.with_access(self.access.clone());
+        }
+        if mail {
+            reconciler = reconciler.with_mail(self.mail.clone());
+        }
+        reconciler
+    }
+
+    fn full(&self) -> Reconciler {
+        self.reconciler(&self.sandbox.access_token(), true, true)
+    }
+
+    /// Paid buyers of the events the default selector keeps.
+    fn paid(&self) -> Vec<AttendeeTruth> {
+        self.sandbox
+            .events()
+            .iter()
+            .filter(|e| !e.ended && e.name.to_lowercase().contains("registration"))
+            .flat_map(|e| self.sandbox.attendees(e.id))
+            .filter(|a| a.paid && !a.refunded)
+            .collect()
+    }
+
+    /// How many Mailgun messages each address was sent, across every accepted request.
+    async fn mails_per_address(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for request in self.mailgun.received_requests().await.unwrap_or_default() {
+            for (key, value) in url::form_urlencoded::parse(&request.body) {
+                if key == "to" {
+                    *counts.entry(value.into_owned()).or_default() += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    async fn posts(server: &MockServer, path_is: &str) -> Vec<Request> {
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method.as_str() == "POST" && r.url.path() == path_is)
+            .collect()
+    }
+
+    async fn discord_messages(&self) -> Vec<String> {
+        Self::posts(&self.discord, WEBHOOK)
+            .await
+            .iter()
+            .map(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                body["content"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn new_buyers_are_granted_mailed_and_announced_exactly_once() {
+    let world = World::new().await;
+    world.mailgun_accepts().await;
+    let paid = world.paid();
+
+    let first = world.full().run().await;
+    assert_eq!(first.outcome, RunOutcome::Ok, "{:?}", first.errors);
+    assert_eq!(first.new_paid, paid.len() as u64);
+    assert_eq!(first.granted, first.new_paid);
+    assert_eq!(first.mailed, first.new_paid);
+
+    // Gather: one setEmailGuestlist per event batch, overwrite false, every buyer listed.
+    let grants = World::posts(&world.gather, "/api/setEmailGuestlist").await;
+    assert_eq!(grants.len(), 3, "one call per event's batch");
+    let mut listed = Vec::new();
+    for grant in &grants {
+        let body: Value = serde_json::from_slice(&grant.body).unwrap();
+        assert_eq!(body["overwrite"], false);
+        assert_eq!(body["spaceId"], SPACE);
+        for (email, entry) in body["guestlist"].as_object().unwrap() {
+            assert_eq!(entry["role"], "guest");
+            listed.push(email.clone());
+        }
+    }
+    for buyer in &paid {
+        assert!(
+            listed.iter().any(|e| e.eq_ignore_ascii_case(&buyer.email)),
+            "on the guest list"
+        );
+    }
+
+    // Mailgun: every buyer exactly once.
+    let mails = world.mails_per_address().await;
+    assert_eq!(mails.len(), paid.len());
+    assert!(mails.values().all(|count| *count == 1));
+
+    // Discord: one message, counts only.
+    let messages = world.discord_messages().await;
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].contains(&format!("{} new ticket(s) sold", paid.len())));
+    for buyer in &paid {
+        assert!(!messages[0].contains(&buyer.email) && !messages[0].contains(&buyer.name));
+    }
+
+    let second = world.full().run().await;
+    assert_eq!((second.granted, second.mailed, second.new_paid), (0, 0, 0));
+    assert_eq!(
+        second.fetched, second.pending,
+        "only unpaid buyers are looked at again"
+    );
+    assert_eq!(
+        World::posts(&world.gather, "/api/setEmailGuestlist")
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        world.mails_per_address().await,
+        mails,
+        "nothing mailed twice"
+    );
+    assert_eq!(
+        world.discord_messages().await.len(),
+        1,
+        "a quiet run says nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_granted_and_mailed_leads_to_exactly_one_mail() {
+    let world = World::new().await;
+    world.mailgun_accepts().await;
+    // The first run dies after recording the grants (modelled by a run without a mail stage:
+    // the ledger ends exactly where a crash before mailing leaves it).
+    let crashed = world
+        .reconciler(&world.sandbox.access_token(), true, false)
+        .run()
+        .await;
+    assert!(crashed.granted > 0);
+    assert!(world.mails_per_address().await.is_empty());
+
+    let next = world.full().run().await;
+    assert_eq!(next.granted, 0, "access is not granted again");
+    assert_eq!(next.mailed, crashed.granted);
+    let mails = world.mails_per_address().await;
+    assert_eq!(mails.len(), world.paid().len());
+    assert!(
+        mails.values().all(|count| *count == 1),
+        "exactly one mail each"
+    );
+    assert_eq!(
+        World::posts(&world.gather, "/api/setEmailGuestlist")
+            .await
+            .len(),
+        3
+    );
+
+    world.full().run().await;
+    assert_eq!(
+        world.mails_per_address().await,
+        mails,
+        "and no more afterwards"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_mail_stays_pending_and_is_sent_once_when_mailgun_recovers() {
+    let world = World::new().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v3/{DOMAIN}/messages")))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&world.mailgun)
+        .await;
+
+    let failed = world.full().run().await;
+    assert_eq!(failed.outcome, RunOutcome::Partial);
+    assert_eq!(failed.mailed, 0);
+    assert!(
+        failed.failing.contains("mail provider"),
+        "{:?}",
+        failed.failing
+    );
+    assert!(failed
+        .errors
+        .iter()
+        .any(|e| e.contains("mailing the invitation failed")));
+    assert_eq!(
+        world.mails_per_address().await.len(),
+        world.paid().len(),
+        "tried"
+    );
+
+    world.mailgun.reset().await;
+    world.mailgun_accepts().await;
+    let retried = world.full().run().await;
+    assert_eq!(retried.outcome, RunOutcome::Ok, "{:?}", retried.errors);
+    assert_eq!(retried.mailed, world.paid().len() as u64);
+    assert_eq!(retried.granted, 0, "granted once, in the first run");
+    let mails = world.mails_per_address().await;
+    assert!(
+        mails.values().all(|count| *count == 1),
+        "each sent once after recovering"
+    );
+    world.full().run().await;
+    assert_eq!(world.mails_per_address().await, mails);
+}
+
+#[tokio::test]
+async fn a_refund_revokes_only_that_guest_and_keeps_hand_added_ones() {
+    let world = World::new().await;
+    world.mailgun_accepts().await;
+    world.full().run().await;
+
+    let paid = world.paid();
+    let refunded = &paid[0];
+    let other = &paid[1];
+    // Gather's list as it stands: two buyers this system added, one guest added by hand.
+    let entry = |buyer: &AttendeeTruth| json!({"name": buyer.name, "role": "guest", "affiliation": buyer.ticket_name});
+    Mock::given(method("GET"))
+        .and(path("/api/getEmailGuestlist"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            refunded.email.to_lowercase(): entry(refunded),
+            other.email.to_lowercase(): entry(other),
+            "volunteer@example.org": {"name": "Volunteer", "role": "guest", "affiliation": "Volunteer 志工"},
+        })))
+        .mount(&world.gather)
+        .await;
+    assert!(world.sandbox.refund(refunded.event_id, refunded.id));
+
+    let run = world.full().run().await;
+    assert_eq!(run.refunded, 1);
+    assert_eq!(run.revoked, 1, "{:?}", run.errors);
+    let rewrites: Vec<Value> = World::posts(&world.gather, "/api/setEmailGuestlist")
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+        .filter(|body| body["overwrite"] == true)
+        .collect();
+    assert_eq!(rewrites.len(), 1);
+    let kept = rewrites[0]["guestlist"].as_object().unwrap();
+    assert!(
+        !kept.contains_key(&refunded.email.to_lowercase()),
+        "the refunded buyer is gone"
+    );
+    assert!(
+        kept.contains_key(&other.email.to_lowercase()),
+        "another buyer stays"
+    );
+    assert_eq!(
+        kept["volunteer@example.org"]["affiliation"], "Volunteer 志工",
+        "hand-added guest untouched"
+    );
+
+    let again = world.full().run().await;
+    assert_eq!(again.revoked, 0, "revoked once");
+    let admissions = world.store.admissions(refunded.event_id).await.unwrap();
+    assert!(admissions[&refunded.id].revoked);
+}
+
+#[tokio::test]
+async fn a_failing_kktix_raises_one_alert_and_then_a_recovery() {
+    let world = World::new().await;
+    world.mailgun_accepts().await;
+    let broken = world.reconciler("wrong-token", true, true);
+    assert_eq!(broken.run().await.outcome, RunOutcome::Failed);
+    assert_eq!(broken.run().await.outcome, RunOutcome::Failed);
+    let messages = world.discord_messages().await;
+    assert_eq!(
+        messages.len(),
+        1,
+        "one alert, not one per failed run: {messages:?}"
+    );
+    assert!(messages[0].contains("Autopilot needs attention") && messages[0].contains("KKTIX"));
+
+    let recovered = world.full().run().await;
+    assert_eq!(recovered.notice.as_deref(), Some("sales+recovery"));
+    let messages = world.discord_messages().await;
+    assert_eq!(messages.len(), 2, "sales and recovery in one message");
+    assert!(messages[1].contains("Recovered") && messages[1].contains("new ticket(s) sold"));
+    assert!(!messages.concat().contains("secret-token"));
+}

@@ -1,0 +1,13 @@
+//! The authorizer Lambda: `POST /authorize` and `POST /revoke`. Adapts API Gateway requests
+//! to `autopilot_core::api::Api`; all behaviour lives in core.
+
+use autopilot_core::api::Api;
+use bytes::Bytes;
+use lambda_http::{Body, Request, Response};
+
+pub async fn handle(api: &Api, request: Request) -> Response<Body> {
+    let request = request.map(|body| Bytes::copy_from_slice(&body));
+    api.handle(request)
+        .await
+        .map(|body| Body::Text(String::from_utf8_lossy(&body).into_owned()))
+}
