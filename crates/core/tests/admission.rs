@@ -431,3 +431,53 @@ async fn a_failing_kktix_raises_one_alert_and_then_a_recovery() {
     assert!(messages[1].contains("Recovered") && messages[1].contains("new ticket(s) sold"));
     assert!(!messages.concat().contains("secret-token"));
 }
+
+#[tokio::test]
+async fn an_explicit_resend_is_the_only_second_mail() {
+    let world = World::new().await;
+    world.mailgun_accepts().await;
+    world.full().run().await;
+    let before = world.mails_per_address().await;
+    let buyer = world.paid()[2].clone();
+
+    let reconciler = world.full();
+    let key = reconciler.find_attendee(&buyer.order_no.to_string()).await;
+    // An order may hold several tickets; the attendee key always works.
+    let key = match key {
+        Ok(key) => key,
+        Err(_) => reconciler
+            .find_attendee(&format!("{}/{}", buyer.event_id, buyer.id))
+            .await
+            .unwrap(),
+    };
+    assert_eq!((key.event_id, key.attendee_id), (buyer.event_id, buyer.id));
+    let report = reconciler.resend(key).await.unwrap();
+    assert_eq!(report.provider, "mailgun");
+
+    let after = world.mails_per_address().await;
+    let address = after
+        .keys()
+        .find(|a| a.eq_ignore_ascii_case(&buyer.email))
+        .unwrap()
+        .clone();
+    assert_eq!(after[&address], 2, "resent once");
+    assert_eq!(
+        after.values().sum::<usize>(),
+        before.values().sum::<usize>() + 1
+    );
+
+    // A run afterwards sends nothing more; a refunded attendee cannot be resent.
+    world.full().run().await;
+    assert_eq!(world.mails_per_address().await, after);
+    assert!(world.sandbox.refund(buyer.event_id, buyer.id));
+    world.full().run().await;
+    let refused = world.full().resend(key).await.unwrap_err();
+    assert!(refused.to_string().contains("refunded"), "{refused}");
+    assert!(world
+        .full()
+        .find_attendee("not-a-number")
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("EVENT_ID/ATTENDEE_ID"));
+}
