@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use autopilot_core::api::Api;
-use autopilot_core::app::{build_reconciler, open_stores, Pipeline};
+use autopilot_core::app::{build_reconciler, discord_bot, open_stores, Pipeline};
 use autopilot_core::config::Settings;
+use autopilot_core::discord::bot::SpawnDeferrer;
+use autopilot_core::discord::operations::Operations;
 use autopilot_core::pii::Sensitive;
 use autopilot_core::reconcile::Reconciler;
 use autopilot_core::store::StoreSpec;
@@ -90,10 +92,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Some(token) => (token, false),
         None => (Sensitive::new(random_token()), true),
     };
-    let api = Api::new(Some(ops_token.clone()))
+    let mut api = Api::new(Some(ops_token.clone()))
         .with_poller(reconciler.clone())
         .with_authorizer(access)
         .with_mailer(mail);
+    if settings.discord_public_key.is_some() {
+        let operations: Arc<dyn Operations> = reconciler.clone();
+        let bot = discord_bot(
+            &settings,
+            &stores,
+            Some(operations),
+            Arc::new(SpawnDeferrer),
+        )?;
+        api = api.with_discord(Arc::new(bot));
+        notes.push("Discord interactions: POST /discord/interactions".into());
+    } else {
+        notes.push(
+            "Discord interactions: off (set DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID)".into(),
+        );
+    }
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;

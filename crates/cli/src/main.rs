@@ -43,10 +43,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Discord: register the slash commands.
+    Discord {
+        #[command(subcommand)]
+        command: DiscordCommand,
+    },
     /// Send one attendee's invitation again (an explicit resend; the only way to mail twice).
     Resend {
         /// The attendee: an order number, a registration number, or EVENT_ID/ATTENDEE_ID.
         reference: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DiscordCommand {
+    /// Bulk-overwrite the application's commands (PUT): idempotent, prints what changed.
+    Register {
+        /// Register in one guild (instant) instead of globally.
+        #[arg(long)]
+        guild: Option<String>,
     },
 }
 
@@ -87,7 +102,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Poll { once, every, json } => poll(once, every, json).await,
         Command::Resend { reference } => resend(&reference).await,
+        Command::Discord {
+            command: DiscordCommand::Register { guild },
+        } => register(guild.as_deref()).await,
     }
+}
+
+async fn register(guild: Option<&str>) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_env()?;
+    let api = autopilot_core::app::discord_api(&settings)?;
+    let desired = autopilot_core::discord::model::commands();
+    let scope = match guild {
+        Some(guild) => format!("guild {guild}"),
+        None => "global".to_owned(),
+    };
+    let existing = api
+        .commands(guild)
+        .await
+        .context("reading the registered commands")?;
+    let diff = autopilot_core::discord::rest::CommandDiff::between(&existing, &desired);
+    for (label, names) in [
+        ("added", &diff.added),
+        ("changed", &diff.changed),
+        ("removed", &diff.removed),
+        ("unchanged", &diff.unchanged),
+    ] {
+        for name in names {
+            println!("  {label:9} /{name}");
+        }
+    }
+    if diff.is_empty() {
+        println!("{scope} commands are up to date; nothing registered");
+        return Ok(ExitCode::SUCCESS);
+    }
+    api.overwrite_commands(guild, &desired)
+        .await
+        .context("registering the commands")?;
+    println!("registered {} {scope} commands", desired.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn resend(reference: &str) -> anyhow::Result<ExitCode> {

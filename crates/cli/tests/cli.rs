@@ -201,3 +201,91 @@ async fn dev_sandbox_serves_the_routes_and_runs_the_scheduler() {
         .unwrap();
     assert_eq!(too_big.status(), 413);
 }
+
+#[tokio::test]
+async fn discord_register_overwrites_once_and_then_reports_no_change() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let discord = MockServer::start().await;
+    let commands = "/applications/1300000000000000000/commands";
+    Mock::given(method("GET"))
+        .and(path(commands))
+        .and(header("authorization", "Bot bot-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([])))
+        .up_to_n_times(1)
+        .mount(&discord)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path(commands))
+        .and(header("authorization", "Bot bot-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([])))
+        .expect(1)
+        .mount(&discord)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let register = |dir: &std::path::Path| {
+        let mut command = autopilot(dir);
+        command
+            .args(["discord", "register"])
+            .env("DISCORD_API_BASE", discord.uri())
+            .env("DISCORD_APPLICATION_ID", "1300000000000000000")
+            .env("DISCORD_BOT_TOKEN", "bot-token");
+        command
+    };
+    let mut first = register(dir.path());
+    let output = tokio::task::spawn_blocking(move || first.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("added     /event") && stdout.contains("added     /autopilot"),
+        "{stdout}"
+    );
+
+    // Discord now returns what was registered (with its own extra fields): nothing to do.
+    let put = discord
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.method.as_str() == "PUT")
+        .unwrap();
+    let mut registered: Vec<serde_json::Value> = serde_json::from_slice(&put.body).unwrap();
+    for (n, command) in registered.iter_mut().enumerate() {
+        command["id"] = format!("13000000000000000{n:02}").into();
+        command["application_id"] = "1300000000000000000".into();
+        command["version"] = "1".into();
+        command["type"] = 1.into();
+    }
+    Mock::given(method("GET"))
+        .and(path(commands))
+        .respond_with(ResponseTemplate::new(200).set_body_json(registered))
+        .mount(&discord)
+        .await;
+    let mut second = register(dir.path());
+    let output = tokio::task::spawn_blocking(move || second.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("up to date"), "{stdout}");
+    discord.verify().await; // still exactly one PUT
+}
+
+#[test]
+fn discord_register_names_the_missing_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = autopilot(dir.path())
+        .args(["discord", "register"])
+        .env("DISCORD_APPLICATION_ID", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DISCORD_BOT_TOKEN"));
+}

@@ -10,8 +10,11 @@ use url::Url;
 
 use crate::access::{Entitlements, GATHER_DEFAULT_API_BASE};
 use crate::deidentify::PrivacyRules;
+use crate::discord::bot::BotSettings;
+use crate::discord::rest::DISCORD_DEFAULT_API_BASE;
 use crate::mail::{MailSettings, ProviderKind, KLAVIYO_DEFAULT_API_BASE, MAILGUN_DEFAULT_API_BASE};
 use crate::pii::Sensitive;
+use crate::report::ReportSettings;
 use crate::selection::{CategoryRules, EventSelector};
 use crate::store::StoreSpec;
 use crate::upstream::RetryPolicy;
@@ -74,6 +77,8 @@ pub struct FileSettings {
     pub privacy: PrivacyRules,
     pub access: Entitlements,
     pub mail: MailSettings,
+    pub discord: BotSettings,
+    pub reports: ReportSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +102,12 @@ pub struct Settings {
     pub authorizer_url: Option<String>,
     /// When set, the poller reaches the mailer over HTTP instead of in process.
     pub mailer_url: Option<String>,
+    /// When set, the Discord bot reaches the poller over HTTP instead of in process.
+    pub poller_url: Option<String>,
+    pub discord_api_base: String,
+    pub discord_application_id: Option<String>,
+    pub discord_public_key: Option<String>,
+    pub discord_bot_token: Option<Sensitive<String>>,
     pub file: FileSettings,
     /// The TOML file that was read, if any.
     pub config_path: Option<PathBuf>,
@@ -191,6 +202,11 @@ impl Settings {
             discord_webhook_url,
             authorizer_url: optional_url("AUTHORIZER_URL")?,
             mailer_url: optional_url("MAILER_URL")?,
+            poller_url: optional_url("POLLER_URL")?,
+            discord_api_base: base("DISCORD_API_BASE", DISCORD_DEFAULT_API_BASE)?,
+            discord_application_id: var("DISCORD_APPLICATION_ID"),
+            discord_public_key: var("DISCORD_PUBLIC_KEY"),
+            discord_bot_token: var("DISCORD_BOT_TOKEN").map(Sensitive::new),
             file,
             config_path,
         })

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::access::AccessService;
+use crate::discord::bot::DiscordBot;
 use crate::mail::MailService;
 use crate::pii::Sensitive;
 use crate::reconcile::Reconciler;
@@ -50,6 +51,12 @@ pub struct RouteSpec {
 }
 
 pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        method: "POST",
+        path: "/discord/interactions",
+        function: "discord-interactions",
+        auth: Auth::DiscordSignature,
+    },
     RouteSpec {
         method: "POST",
         path: "/poll",
@@ -90,6 +97,7 @@ pub struct Api {
     poller: Option<Arc<Reconciler>>,
     authorizer: Option<Arc<dyn AccessService>>,
     mailer: Option<Arc<dyn MailService>>,
+    discord: Option<Arc<DiscordBot>>,
 }
 
 impl Api {
@@ -102,6 +110,11 @@ impl Api {
 
     pub fn with_authorizer(mut self, authorizer: Arc<dyn AccessService>) -> Self {
         self.authorizer = Some(authorizer);
+        self
+    }
+
+    pub fn with_discord(mut self, bot: Arc<DiscordBot>) -> Self {
+        self.discord = Some(bot);
         self
     }
 
@@ -158,9 +171,12 @@ impl Api {
                 return response;
             }
         }
+        if let ("/discord/interactions", Some(bot)) = (route.path, &self.discord) {
+            return bot.handle(&request).await;
+        }
         let body = request.body();
         match (route.path, &self.poller, &self.authorizer, &self.mailer) {
-            ("/poll", Some(reconciler), _, _) => poller::poll(reconciler).await,
+            ("/poll", Some(reconciler), _, _) => poller::poll(reconciler, body).await,
             ("/healthz", Some(reconciler), _, _) => poller::healthz(reconciler).await,
             ("/authorize", _, Some(authorizer), _) => {
                 access::authorize(authorizer.as_ref(), body).await
@@ -176,6 +192,7 @@ impl Api {
             "kktix-poller" => self.poller.is_some(),
             "authorizer" => self.authorizer.is_some(),
             "mailer" => self.mailer.is_some(),
+            "discord-interactions" => self.discord.is_some(),
             _ => false,
         }
     }

@@ -5,10 +5,24 @@ use chrono::Utc;
 use http::StatusCode;
 use serde_json::json;
 
-use super::{error_response, json, HttpResponse};
+use super::{error_response, json, parse_json, HttpResponse};
+use crate::discord::operations::PollRequest;
 use crate::reconcile::{Reconciler, RunOutcome};
 
-pub(super) async fn poll(reconciler: &Reconciler) -> HttpResponse {
+/// An empty body (or `{}`) runs one reconcile; `{"resend": "REFERENCE"}` resends one
+/// invitation instead — both are the poller's, the ledger's only writer.
+pub(super) async fn poll(reconciler: &Reconciler, body: &[u8]) -> HttpResponse {
+    let request: PollRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PollRequest::default()
+    } else {
+        match parse_json(body) {
+            Ok(request) => request,
+            Err(bad) => return bad.response(),
+        }
+    };
+    if let Some(reference) = request.resend {
+        return resend(reconciler, &reference).await;
+    }
     match reconciler.try_run().await {
         Ok(summary) => {
             let status = match summary.outcome {
@@ -19,6 +33,20 @@ pub(super) async fn poll(reconciler: &Reconciler) -> HttpResponse {
             json(status, &summary)
         }
         Err(busy) => error_response(StatusCode::CONFLICT, &busy.to_string()),
+    }
+}
+
+async fn resend(reconciler: &Reconciler, reference: &str) -> HttpResponse {
+    let outcome = match reconciler.find_attendee(reference).await {
+        Ok(key) => reconciler.resend(key).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(error) => error_response(
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+            &error.to_string(),
+        ),
     }
 }
 

@@ -16,7 +16,9 @@ use crate::kktix::{HostingEvent, KktixClient};
 use crate::mail::MailService;
 use crate::notify::Notifier;
 use crate::selection::{CategoryRules, EventSelector};
-use crate::store::{Admission, AttendeeKey, Ledger, LedgerEntry, Stages, Step, Warehouse};
+use crate::store::{
+    Admission, AttendeeKey, EventRecord, Ledger, LedgerEntry, Stages, Step, Warehouse,
+};
 
 mod admit;
 mod notice;
@@ -356,6 +358,7 @@ impl Reconciler {
                     .filter(|event| self.selector.matches(event))
                     .collect();
                 state.summary.events = events.len() as u64;
+                self.record_events(&events, &mut state).await;
                 for event in &events {
                     self.reconcile_event(event, &mut state).await;
                 }
@@ -462,6 +465,24 @@ impl Reconciler {
 
         self.cancel_gone(event_id, &routing.table, &admissions, &live_set, state)
             .await;
+    }
+
+    /// Keeps the events catalog current for `/event list` and reports.
+    async fn record_events(&self, events: &[HostingEvent], state: &mut RunState) {
+        let records: Vec<EventRecord> = events
+            .iter()
+            .map(|event| EventRecord {
+                id: event.id,
+                slug: event.slug_or_id(),
+                name: event.name.clone(),
+                start_at: event.start_at.clone(),
+                end_at: event.end_at.clone(),
+                last_seen: state.now,
+            })
+            .collect();
+        if let Err(error) = self.warehouse.upsert_events(&records).await {
+            state.partial("store", format!("recording the events: {error}"));
+        }
     }
 
     /// Whether an attendee in the book has a step to do now (failed steps wait their backoff).

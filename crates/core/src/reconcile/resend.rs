@@ -39,8 +39,25 @@ pub enum ResendError {
     Store(String),
 }
 
+impl ResendError {
+    /// The HTTP status `POST /poll` answers a failed resend with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadReference(_) => 400,
+            Self::NotFound(_) => 404,
+            Self::Ambiguous { .. }
+            | Self::NotAdmitted(_)
+            | Self::Cancelled(_)
+            | Self::NotPaid(_) => 409,
+            Self::NoEmail(_) => 422,
+            Self::NoMailer | Self::Store(_) => 503,
+            Self::Kktix { .. } | Self::Grant { .. } | Self::Mail { .. } => 502,
+        }
+    }
+}
+
 /// What a resend did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResendReport {
     pub key: AttendeeKey,
     pub provider: String,

@@ -60,6 +60,29 @@ pub struct AttendeeRow {
     pub loaded_at: DateTime<Utc>,
 }
 
+/// An event as the last runs saw it in KKTIX's listing: what `/event list` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: u64,
+    pub slug: String,
+    pub name: String,
+    pub start_at: Option<String>,
+    pub end_at: Option<String>,
+    /// When a run last saw it listed as not ended.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// One sale for reports: no personal data, only what was sold, when, for how much.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaleRecord {
+    pub ticket_name: String,
+    pub paid_at: DateTime<Utc>,
+    pub price: f64,
+    pub currency: String,
+    /// Refunded or cancelled since: not counted as sold.
+    pub cancelled: bool,
+}
+
 /// A field of the KKTIX record an operator may name an attendee by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookupField {
@@ -78,6 +101,12 @@ impl LookupField {
 
 #[async_trait]
 pub trait Warehouse: Send + Sync {
+    /// Records the events a run saw (inserted or refreshed by id).
+    async fn upsert_events(&self, events: &[EventRecord]) -> Result<(), StoreError>;
+    /// Every event ever seen, newest `last_seen` first.
+    async fn events(&self) -> Result<Vec<EventRecord>, StoreError>;
+    /// Every sale of one event in its table, refunded ones marked.
+    async fn sales(&self, table: &str, event_id: u64) -> Result<Vec<SaleRecord>, StoreError>;
     /// Attendees in these tables whose record has `field == value`.
     async fn find_attendees(
         &self,

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    Admission, AttendeeKey, AttendeeRow, Ledger, LedgerEntry, LookupField, Step, StoreError,
-    Warehouse,
+    Admission, AttendeeKey, AttendeeRow, EventRecord, Ledger, LedgerEntry, LookupField, SaleRecord,
+    Step, StoreError, Warehouse,
 };
 use crate::reconcile::RunSummary;
 use crate::selection::is_identifier;
@@ -41,6 +41,16 @@ const MIGRATIONS: &[&str] = &[
         summary TEXT NOT NULL
     );
     CREATE INDEX poll_runs_by_start ON poll_runs (started_at);",
+    // 2: the events catalog that `/event list` and reports read.
+    "CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        slug TEXT NOT NULL,
+        name TEXT NOT NULL,
+        start_at TEXT,
+        end_at TEXT,
+        last_seen TEXT NOT NULL
+    );
+    CREATE INDEX events_by_slug ON events (slug);",
 ];
 
 #[derive(Clone)]
@@ -210,6 +220,87 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 
 #[async_trait]
 impl Warehouse for SqliteStore {
+    async fn upsert_events(&self, events: &[EventRecord]) -> Result<(), StoreError> {
+        let events = events.to_vec();
+        self.with(move |connection| {
+            let transaction = connection.transaction().map_err(backend)?;
+            for event in &events {
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO events (id, slug, name, start_at, end_at, last_seen)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, name = excluded.name,
+                            start_at = excluded.start_at, end_at = excluded.end_at,
+                            last_seen = excluded.last_seen",
+                    )
+                    .map_err(backend)?
+                    .execute(params![
+                        event.id as i64,
+                        event.slug,
+                        event.name,
+                        event.start_at,
+                        event.end_at,
+                        event.last_seen
+                    ])
+                    .map_err(backend)?;
+            }
+            transaction.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn events(&self) -> Result<Vec<EventRecord>, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT id, slug, name, start_at, end_at, last_seen FROM events
+                     ORDER BY last_seen DESC, id",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok(EventRecord {
+                        id: row.get::<_, i64>(0)? as u64,
+                        slug: row.get(1)?,
+                        name: row.get(2)?,
+                        start_at: row.get(3)?,
+                        end_at: row.get(4)?,
+                        last_seen: row.get(5)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn sales(&self, table: &str, event_id: u64) -> Result<Vec<SaleRecord>, StoreError> {
+        let table = table.to_owned();
+        let store = self.clone();
+        self.with(move |connection| {
+            store.ensure_table(connection, &table)?;
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT ticket_name, paid_at, price, currency, state FROM {table}
+                     WHERE event_id = ?1 ORDER BY paid_at"
+                ))
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([event_id as i64], |row| {
+                    Ok(SaleRecord {
+                        ticket_name: row.get(0)?,
+                        paid_at: row.get(1)?,
+                        price: row.get(2)?,
+                        currency: row.get(3)?,
+                        cancelled: row.get::<_, String>(4)? == "cancelled",
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn find_attendees(
         &self,
         tables: &[String],

@@ -1,0 +1,582 @@
+//! The slash-command handler behind `POST /discord/interactions`: signature check and parsing
+//! at the edge, then one function per command. Every interaction is answered inside
+//! Discord's 3-second window: inline when the work finishes within the budget, otherwise a
+//! deferred reply (type 5) finished later by editing `@original`.
+//!
+//! Replies hold counts, names of events and tickets, and ids: never a buyer's email or name.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use ed25519_dalek::VerifyingKey;
+use futures::future::BoxFuture;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::model::{
+    option_str, Choice, Embed, EmbedField, Interaction, InteractionResponse, InteractionType,
+    ResponseData,
+};
+use super::operations::Operations;
+use super::rest::{Attachment, DiscordApi};
+use super::verify::verify_http;
+use crate::api::{error_response, json, HttpRequest, HttpResponse};
+use crate::report::{daily_report, event_status, DateRange, ReportSettings};
+use crate::selection::CategoryRules;
+use crate::store::{EventRecord, Warehouse};
+
+/// `[discord]` in the TOML file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotSettings {
+    /// Members with this role id may run `/autopilot …`; unset, nobody may.
+    pub operator_role_id: Option<String>,
+    /// How long to work on an answer before replying "deferred" instead (Discord allows 3 s).
+    pub inline_budget_ms: u64,
+    /// Ended events stay in `/event list` this many days after they were last on sale.
+    pub recently_ended_days: i64,
+}
+
+impl Default for BotSettings {
+    fn default() -> Self {
+        Self {
+            operator_role_id: None,
+            inline_budget_ms: 2000,
+            recently_ended_days: 30,
+        }
+    }
+}
+
+/// Runs work that must outlive the HTTP response. Locally a spawned task is enough; on
+/// Lambda the function binary keeps the environment alive until the work is done.
+pub trait Deferrer: Send + Sync {
+    fn defer(&self, work: BoxFuture<'static, ()>);
+}
+
+/// `tokio::spawn`: for `autopilot dev` and tests.
+pub struct SpawnDeferrer;
+
+impl Deferrer for SpawnDeferrer {
+    fn defer(&self, work: BoxFuture<'static, ()>) {
+        tokio::spawn(work);
+    }
+}
+
+/// What a command answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reply {
+    pub content: String,
+    pub embeds: Vec<Embed>,
+    pub files: Vec<Attachment>,
+}
+
+impl Reply {
+    fn text(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            ..Self::default()
+        }
+    }
+
+    fn data(&self, ephemeral: bool) -> ResponseData {
+        let mut data = ResponseData::message(self.content.clone());
+        data.embeds = self.embeds.clone();
+        if ephemeral {
+            data.flags = Some(super::model::EPHEMERAL);
+        }
+        data.fit()
+    }
+}
+
+pub struct DiscordBot {
+    public_key: VerifyingKey,
+    warehouse: Arc<dyn Warehouse>,
+    categories: CategoryRules,
+    reports: ReportSettings,
+    settings: BotSettings,
+    operations: Option<Arc<dyn Operations>>,
+    api: Arc<DiscordApi>,
+    deferrer: Arc<dyn Deferrer>,
+}
+
+/// Where a command's answer stands while the handler waits for it.
+enum Slot {
+    Waiting,
+    Deferred,
+    Done(Reply),
+}
+
+struct Pending {
+    slot: Mutex<Slot>,
+    ready: Notify,
+}
+
+impl DiscordBot {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        public_key: VerifyingKey,
+        warehouse: Arc<dyn Warehouse>,
+        categories: CategoryRules,
+        reports: ReportSettings,
+        settings: BotSettings,
+        operations: Option<Arc<dyn Operations>>,
+        api: Arc<DiscordApi>,
+        deferrer: Arc<dyn Deferrer>,
+    ) -> Self {
+        Self {
+            public_key,
+            warehouse,
+            categories,
+            reports,
+            settings,
+            operations,
+            api,
+            deferrer,
+        }
+    }
+
+    pub async fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        if let Err(error) = verify_http(
+            &self.public_key,
+            request.headers(),
+            request.body(),
+            Utc::now(),
+        ) {
+            return error_response(StatusCode::UNAUTHORIZED, &error.to_string());
+        }
+        let interaction: Interaction = match serde_json::from_slice(request.body()) {
+            Ok(interaction) => interaction,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("not a Discord interaction ({:?} error)", e.classify()),
+                )
+            }
+        };
+        let response = match interaction.kind {
+            InteractionType::Ping => InteractionResponse::pong(),
+            InteractionType::ApplicationCommandAutocomplete => {
+                self.autocomplete(&interaction).await
+            }
+            InteractionType::ApplicationCommand => self.command(&interaction).await,
+            _ => {
+                return error_response(StatusCode::BAD_REQUEST, "unsupported interaction type");
+            }
+        };
+        json(StatusCode::OK, &response)
+    }
+
+    async fn command(&self, interaction: &Interaction) -> InteractionResponse {
+        let Some(data) = &interaction.data else {
+            return InteractionResponse::ephemeral(UNKNOWN);
+        };
+        let Some((sub, options)) = data.subcommand() else {
+            return InteractionResponse::ephemeral(UNKNOWN);
+        };
+        match (data.name.as_str(), sub) {
+            ("event", "list") => {
+                let warehouse = self.warehouse.clone();
+                let categories = self.categories.clone();
+                let days = self.settings.recently_ended_days;
+                self.respond(
+                    interaction,
+                    false,
+                    true,
+                    Box::pin(
+                        async move { list_events(warehouse.as_ref(), &categories, days).await },
+                    ),
+                )
+                .await
+            }
+            ("event", "status") => {
+                let slug = option_str(options, "slug").unwrap_or_default().to_owned();
+                let warehouse = self.warehouse.clone();
+                let categories = self.categories.clone();
+                let reports = self.reports.clone();
+                self.respond(
+                    interaction,
+                    false,
+                    true,
+                    Box::pin(async move {
+                        status(warehouse.as_ref(), &categories, &reports, &slug).await
+                    }),
+                )
+                .await
+            }
+            ("event", "report") => {
+                let slug = option_str(options, "slug").unwrap_or_default().to_owned();
+                let range = match DateRange::parse(
+                    option_str(options, "from").unwrap_or_default(),
+                    option_str(options, "to").unwrap_or_default(),
+                ) {
+                    Ok(range) => range,
+                    Err(error) => return InteractionResponse::ephemeral(error.to_string()),
+                };
+                let warehouse = self.warehouse.clone();
+                let categories = self.categories.clone();
+                // Attachments go out by editing the deferred reply.
+                self.respond(
+                    interaction,
+                    false,
+                    false,
+                    Box::pin(async move {
+                        report(warehouse.as_ref(), &categories, &slug, &range).await
+                    }),
+                )
+                .await
+            }
+            ("autopilot", sub) => {
+                if !self.is_operator(interaction) {
+                    return InteractionResponse::ephemeral(
+                        "🔒 此指令限營運人員 / This command is for operators only.",
+                    );
+                }
+                let Some(operations) = self.operations.clone() else {
+                    return InteractionResponse::ephemeral(
+                        "此部署未連接 poller / This deployment cannot reach the poller (POLLER_URL).",
+                    );
+                };
+                match sub {
+                    "poll" => {
+                        self.respond(
+                            interaction,
+                            false,
+                            false,
+                            Box::pin(async move {
+                                match operations.poll().await {
+                                    Ok(summary) => Reply::text(format!(
+                                        "🔄 已執行同步 / Reconcile run: {summary}"
+                                    )),
+                                    Err(error) => Reply::text(format!(
+                                        "⚠️ 同步失敗 / The run failed: {error}"
+                                    )),
+                                }
+                            }),
+                        )
+                        .await
+                    }
+                    "resend" => {
+                        let reference = option_str(options, "reference")
+                            .unwrap_or_default()
+                            .to_owned();
+                        self.respond(
+                            interaction,
+                            true,
+                            false,
+                            Box::pin(async move {
+                                match operations.resend(&reference).await {
+                                    Ok(report) => Reply::text(format!(
+                                        "📨 已重新寄送邀請 / Invitation resent: attendee {} via {}",
+                                        report.key, report.provider
+                                    )),
+                                    Err(error) => {
+                                        Reply::text(format!("⚠️ 無法重寄 / Not resent: {error}"))
+                                    }
+                                }
+                            }),
+                        )
+                        .await
+                    }
+                    _ => InteractionResponse::ephemeral(UNKNOWN),
+                }
+            }
+            _ => InteractionResponse::ephemeral(UNKNOWN),
+        }
+    }
+
+    fn is_operator(&self, interaction: &Interaction) -> bool {
+        match (&self.settings.operator_role_id, &interaction.member) {
+            (Some(role), Some(member)) => member.roles.iter().any(|r| r == role),
+            _ => false,
+        }
+    }
+
+    /// Starts `work`; answers inline if it finishes within the budget (and `inline` allows),
+    /// otherwise answers "deferred" and lets the work edit `@original` when it is done.
+    async fn respond(
+        &self,
+        interaction: &Interaction,
+        ephemeral: bool,
+        inline: bool,
+        work: BoxFuture<'static, Reply>,
+    ) -> InteractionResponse {
+        let pending = Arc::new(Pending {
+            slot: Mutex::new(Slot::Waiting),
+            ready: Notify::new(),
+        });
+        let task_pending = pending.clone();
+        let api = self.api.clone();
+        let token = interaction.token.clone();
+        self.deferrer.defer(Box::pin(async move {
+            let reply = work.await;
+            let late = {
+                let mut slot = task_pending.slot.lock().unwrap_or_else(|p| p.into_inner());
+                match &*slot {
+                    Slot::Waiting => {
+                        *slot = Slot::Done(reply);
+                        None
+                    }
+                    _ => Some(reply),
+                }
+            };
+            task_pending.ready.notify_one();
+            if let Some(reply) = late {
+                edit_original(&api, &token, &reply, ephemeral).await;
+            }
+        }));
+        if inline {
+            let budget = Duration::from_millis(self.settings.inline_budget_ms);
+            let _ = tokio::time::timeout(budget, pending.ready.notified()).await;
+        }
+        let finished = {
+            let mut slot = pending.slot.lock().unwrap_or_else(|p| p.into_inner());
+            match std::mem::replace(&mut *slot, Slot::Deferred) {
+                Slot::Done(reply) => Some(reply),
+                _ => None,
+            }
+        };
+        match finished {
+            Some(reply) if reply.files.is_empty() => InteractionResponse {
+                kind: super::model::ResponseType::ChannelMessageWithSource,
+                data: Some(reply.data(ephemeral)),
+            },
+            Some(reply) => {
+                let api = self.api.clone();
+                let token = interaction.token.clone();
+                self.deferrer.defer(Box::pin(async move {
+                    edit_original(&api, &token, &reply, ephemeral).await;
+                }));
+                InteractionResponse::deferred(ephemeral)
+            }
+            None => InteractionResponse::deferred(ephemeral),
+        }
+    }
+
+    async fn autocomplete(&self, interaction: &Interaction) -> InteractionResponse {
+        let typed = interaction
+            .data
+            .as_ref()
+            .and_then(|data| data.focused())
+            .and_then(|option| option.value.as_ref())
+            .and_then(|value| value.as_str())
+            .unwrap_or_default()
+            .to_lowercase();
+        let events = self.warehouse.events().await.unwrap_or_default();
+        let choices = events
+            .into_iter()
+            .filter(|event| {
+                event.slug.to_lowercase().contains(&typed)
+                    || event.name.to_lowercase().contains(&typed)
+            })
+            .take(25)
+            .map(|event| Choice {
+                name: format!("{} ({})", event.name, event.slug),
+                value: serde_json::Value::String(event.slug),
+            })
+            .collect();
+        InteractionResponse::choices(choices)
+    }
+}
+
+const UNKNOWN: &str = "未知的指令 / Unknown command.";
+
+async fn edit_original(api: &DiscordApi, token: &str, reply: &Reply, ephemeral: bool) {
+    if let Err(error) = api
+        .edit_original(token, &reply.data(ephemeral), &reply.files)
+        .await
+    {
+        tracing::error!(%error, "could not finish a deferred Discord reply");
+    }
+}
+
+/// Sold tickets of an event (refunds excluded), from its warehouse table.
+async fn sold(
+    warehouse: &dyn Warehouse,
+    categories: &CategoryRules,
+    event: &EventRecord,
+) -> Option<u64> {
+    let table = categories.route(&event.name).table;
+    let sales = warehouse.sales(&table, event.id).await.ok()?;
+    Some(sales.iter().filter(|sale| !sale.cancelled).count() as u64)
+}
+
+async fn list_events(
+    warehouse: &dyn Warehouse,
+    categories: &CategoryRules,
+    recent_days: i64,
+) -> Reply {
+    let events = match warehouse.events().await {
+        Ok(events) => events,
+        Err(error) => {
+            return Reply::text(format!("⚠️ 讀取失敗 / Could not read the events: {error}"))
+        }
+    };
+    let Some(latest) = events.iter().map(|e| e.last_seen).max() else {
+        return Reply::text("尚無活動資料 / No events yet: the first reconcile run records them.");
+    };
+    let cutoff = Utc::now() - chrono::Duration::days(recent_days);
+    let mut lines = vec!["**活動 / Events**".to_owned()];
+    for event in &events {
+        // Events the newest run saw are on sale; the others ended since.
+        let on_sale = (latest - event.last_seen).num_seconds().abs() < 60;
+        if !on_sale && event.last_seen < cutoff {
+            continue;
+        }
+        let state = if on_sale {
+            "開賣中 On sale"
+        } else {
+            "已結束 Ended"
+        };
+        let sold = match sold(warehouse, categories, event).await {
+            Some(sold) => sold.to_string(),
+            None => "?".into(),
+        };
+        lines.push(format!(
+            "• **{}** `{}` · {state} · 已售 sold {sold}",
+            event.name, event.slug
+        ));
+    }
+    Reply::text(lines.join("\n"))
+}
+
+async fn find_event(warehouse: &dyn Warehouse, slug: &str) -> Result<EventRecord, Reply> {
+    let events = warehouse.events().await.map_err(|error| {
+        Reply::text(format!("⚠️ 讀取失敗 / Could not read the events: {error}"))
+    })?;
+    events
+        .into_iter()
+        .find(|event| event.slug == slug || event.id.to_string() == slug)
+        .ok_or_else(|| {
+            let shown: String = slug.chars().filter(|c| *c != '`').take(50).collect();
+            Reply::text(format!("找不到活動 / No event with slug `{shown}`."))
+        })
+}
+
+async fn status(
+    warehouse: &dyn Warehouse,
+    categories: &CategoryRules,
+    reports: &ReportSettings,
+    slug: &str,
+) -> Reply {
+    let event = match find_event(warehouse, slug).await {
+        Ok(event) => event,
+        Err(reply) => return reply,
+    };
+    let table = categories.route(&event.name).table;
+    let sales = match warehouse.sales(&table, event.id).await {
+        Ok(sales) => sales,
+        Err(error) => {
+            return Reply::text(format!("⚠️ 讀取失敗 / Could not read the sales: {error}"))
+        }
+    };
+    let status = event_status(&sales, reports);
+    let fields = status
+        .tickets
+        .iter()
+        .map(|ticket| EmbedField {
+            name: ticket.ticket_name.clone(),
+            value: format!(
+                "已售 sold **{}**{} · {} {}",
+                ticket.sold,
+                ticket
+                    .quota
+                    .map(|quota| format!(" / {quota}"))
+                    .unwrap_or_default(),
+                status.currency,
+                money(ticket.revenue)
+            ),
+            inline: false,
+        })
+        .collect();
+    Reply {
+        content: String::new(),
+        embeds: vec![Embed {
+            title: Some(event.name.clone()),
+            description: Some(format!(
+                "合計 Total: 已售 sold **{}** · {} {} · 退票 refunded {}",
+                status.sold,
+                status.currency,
+                money(status.revenue),
+                status.refunded
+            )),
+            fields,
+            ..Embed::default()
+        }],
+        files: Vec::new(),
+    }
+}
+
+async fn report(
+    warehouse: &dyn Warehouse,
+    categories: &CategoryRules,
+    slug: &str,
+    range: &DateRange,
+) -> Reply {
+    let event = match find_event(warehouse, slug).await {
+        Ok(event) => event,
+        Err(reply) => return reply,
+    };
+    let table = categories.route(&event.name).table;
+    let sales = match warehouse.sales(&table, event.id).await {
+        Ok(sales) => sales,
+        Err(error) => {
+            return Reply::text(format!("⚠️ 讀取失敗 / Could not read the sales: {error}"))
+        }
+    };
+    let report = daily_report(&sales, range);
+    let stem = format!("report-{}-{}-{}", event.slug, range.from, range.to);
+    let mut files = Vec::new();
+    match report.to_csv() {
+        Ok(csv) => files.push(Attachment {
+            filename: format!("{stem}.csv"),
+            content_type: "text/csv",
+            bytes: csv.into_bytes(),
+        }),
+        Err(error) => return Reply::text(format!("⚠️ 報表失敗 / The report failed: {error}")),
+    }
+    match report.to_png(&event.name) {
+        Ok(png) => files.push(Attachment {
+            filename: format!("{stem}.png"),
+            content_type: "image/png",
+            bytes: png,
+        }),
+        Err(error) => tracing::warn!(%error, "report chart failed; sending the CSV alone"),
+    }
+    Reply {
+        content: format!(
+            "📊 **{}** {} – {}（Asia/Taipei）: 已售 sold {}",
+            event.name, range.from, range.to, report.total
+        ),
+        embeds: Vec::new(),
+        files,
+    }
+}
+
+fn money(amount: f64) -> String {
+    let whole = amount.round() as i64;
+    let digits = whole.abs().to_string();
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    if whole < 0 {
+        format!("-{grouped}")
+    } else {
+        grouped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn money_groups_thousands() {
+        assert_eq!(super::money(0.0), "0");
+        assert_eq!(super::money(2600.0), "2,600");
+        assert_eq!(super::money(1234567.4), "1,234,567");
+    }
+}

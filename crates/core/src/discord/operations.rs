@@ -1,0 +1,126 @@
+//! What operator commands ask of the poller: a reconcile now, or one invitation resent. The
+//! poller is the ledger's only writer, so the bot never does this work itself: locally it
+//! calls the reconciler in process, deployed it calls the poller's `POST /poll` with the ops
+//! token (`POLLER_URL`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::pii::Sensitive;
+use crate::reconcile::{Reconciler, ResendReport, RunSummary};
+use crate::upstream::{build_client, join_url, HttpOptions, UpstreamError};
+
+#[async_trait]
+pub trait Operations: Send + Sync {
+    async fn poll(&self) -> Result<RunSummary, String>;
+    /// `reference`: an order number, a registration number or `EVENT_ID/ATTENDEE_ID`.
+    async fn resend(&self, reference: &str) -> Result<ResendReport, String>;
+}
+
+#[async_trait]
+impl Operations for Reconciler {
+    async fn poll(&self) -> Result<RunSummary, String> {
+        self.try_run().await.map_err(|busy| busy.to_string())
+    }
+
+    async fn resend(&self, reference: &str) -> Result<ResendReport, String> {
+        let key = self
+            .find_attendee(reference)
+            .await
+            .map_err(|e| e.to_string())?;
+        Reconciler::resend(self, key)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl<T: Operations + ?Sized> Operations for Arc<T> {
+    async fn poll(&self) -> Result<RunSummary, String> {
+        self.as_ref().poll().await
+    }
+
+    async fn resend(&self, reference: &str) -> Result<ResendReport, String> {
+        self.as_ref().resend(reference).await
+    }
+}
+
+/// `POST /poll`'s optional body: `{"resend": "REFERENCE"}` resends one invitation instead.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PollRequest {
+    #[serde(default)]
+    pub resend: Option<String>,
+}
+
+/// The poller reached over HTTP. One attempt per command: an operator sees the outcome and
+/// can ask again, and a resend whose answer was lost must not be repeated blindly.
+pub struct RemotePoller {
+    http: reqwest::Client,
+    url: url::Url,
+    ops_token: Sensitive<String>,
+}
+
+impl RemotePoller {
+    pub fn new(
+        base_url: &str,
+        ops_token: Sensitive<String>,
+        options: HttpOptions,
+    ) -> Result<Self, UpstreamError> {
+        Ok(Self {
+            http: build_client("poller", options.timeout)?,
+            url: join_url("poller", base_url, "/poll")?,
+            ops_token,
+        })
+    }
+
+    /// The poller's JSON answer, success or not: its error bodies are ours and carry no
+    /// personal data, so their message is worth showing the operator.
+    async fn call(&self, request: &PollRequest) -> Result<serde_json::Value, String> {
+        let response = self
+            .http
+            .post(self.url.clone())
+            .bearer_auth(self.ops_token.expose())
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "the poller did not answer in time".to_owned()
+                } else {
+                    "could not reach the poller".to_owned()
+                }
+            })?;
+        let status = response.status();
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|_| format!("the poller answered HTTP {} without JSON", status.as_u16()))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(body
+            .get("error")
+            .and_then(|e| e.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("the poller answered HTTP {}", status.as_u16())))
+    }
+}
+
+#[async_trait]
+impl Operations for RemotePoller {
+    async fn poll(&self) -> Result<RunSummary, String> {
+        let answer = self.call(&PollRequest::default()).await?;
+        serde_json::from_value(answer).map_err(|e| format!("the poller's summary: {e}"))
+    }
+
+    async fn resend(&self, reference: &str) -> Result<ResendReport, String> {
+        let answer = self
+            .call(&PollRequest {
+                resend: Some(reference.to_owned()),
+            })
+            .await?;
+        serde_json::from_value(answer).map_err(|e| format!("the poller's answer: {e}"))
+    }
+}
