@@ -79,6 +79,7 @@ pub struct FileSettings {
     pub mail: MailSettings,
     pub discord: BotSettings,
     pub reports: ReportSettings,
+    pub bigquery: crate::store::BigQuerySettings,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +109,11 @@ pub struct Settings {
     pub discord_application_id: Option<String>,
     pub discord_public_key: Option<String>,
     pub discord_bot_token: Option<Sensitive<String>>,
+    /// BigQuery's REST base (tests point it at a fake); unset, Google's.
+    pub bigquery_api_base: Option<String>,
+    /// A service-account key: a file path, or the key's JSON itself (as a secret manager
+    /// hands it over). Never printed.
+    pub google_application_credentials: Option<Sensitive<String>>,
     pub file: FileSettings,
     /// The TOML file that was read, if any.
     pub config_path: Option<PathBuf>,
@@ -207,6 +213,8 @@ impl Settings {
             discord_application_id: var("DISCORD_APPLICATION_ID"),
             discord_public_key: var("DISCORD_PUBLIC_KEY"),
             discord_bot_token: var("DISCORD_BOT_TOKEN").map(Sensitive::new),
+            bigquery_api_base: optional_url("BIGQUERY_API_BASE")?,
+            google_application_credentials: var("GOOGLE_APPLICATION_CREDENTIALS").map(Sensitive::new),
             file,
             config_path,
         })

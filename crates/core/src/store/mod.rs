@@ -339,6 +339,28 @@ pub trait Ledger: Send + Sync {
     async fn recent_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
 }
 
+/// `[bigquery]` in the TOML file: where the BigQuery backend keeps its tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BigQuerySettings {
+    /// Dataset of the warehouse tables (`ods.ods_kktix_ticket_*_attendees`).
+    pub dataset: String,
+    /// Dataset of the ledger, poll runs and events catalog.
+    pub ledger_dataset: String,
+    /// Location datasets are created in when missing.
+    pub location: String,
+}
+
+impl Default for BigQuerySettings {
+    fn default() -> Self {
+        Self {
+            dataset: "ods".into(),
+            ledger_dataset: "autopilot".into(),
+            location: "US".into(),
+        }
+    }
+}
+
 /// Where the warehouse and ledger live: `STORE=sqlite:PATH` or `STORE=bigquery:PROJECT_ID`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
