@@ -93,6 +93,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         None => (Sensitive::new(random_token()), true),
     };
     let mut api = Api::new(Some(ops_token.clone()))
+        .with_report_settings(
+            settings.file.reports.clone(),
+            settings.file.discord.recently_ended_days,
+        )
         .with_poller(reconciler.clone())
         .with_authorizer(access)
         .with_mailer(mail);

@@ -214,7 +214,8 @@ impl Settings {
             discord_public_key: var("DISCORD_PUBLIC_KEY"),
             discord_bot_token: var("DISCORD_BOT_TOKEN").map(Sensitive::new),
             bigquery_api_base: optional_url("BIGQUERY_API_BASE")?,
-            google_application_credentials: var("GOOGLE_APPLICATION_CREDENTIALS").map(Sensitive::new),
+            google_application_credentials: var("GOOGLE_APPLICATION_CREDENTIALS")
+                .map(Sensitive::new),
             file,
             config_path,
         })

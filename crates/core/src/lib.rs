@@ -14,6 +14,7 @@ pub mod notify;
 pub mod pii;
 pub mod reconcile;
 pub mod report;
+pub mod sales;
 pub mod selection;
 pub mod store;
 pub mod upstream;

@@ -25,7 +25,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     let stores = open_stores(&settings.store)?;
     let reconciler = Arc::new(reconciler_from_settings(&settings, &stores)?);
     let poller = Poller {
-        api: Api::new(Some(ops_token)).with_poller(reconciler.clone()),
+        api: Api::new(Some(ops_token))
+            .with_report_settings(
+                settings.file.reports.clone(),
+                settings.file.discord.recently_ended_days,
+            )
+            .with_poller(reconciler.clone()),
         reconciler,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {

@@ -6,6 +6,7 @@
 //! with a 4xx status; internal failures are logged in full and answered briefly.
 
 mod access;
+mod events;
 mod mail;
 mod poller;
 
@@ -22,6 +23,7 @@ use crate::discord::bot::DiscordBot;
 use crate::mail::MailService;
 use crate::pii::Sensitive;
 use crate::reconcile::Reconciler;
+use crate::report::ReportSettings;
 
 pub type HttpRequest = http::Request<Bytes>;
 pub type HttpResponse = http::Response<Bytes>;
@@ -65,6 +67,24 @@ pub const ROUTES: &[RouteSpec] = &[
     },
     RouteSpec {
         method: "GET",
+        path: "/events",
+        function: "kktix-poller",
+        auth: Auth::OpsToken,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/events/{slug}/status",
+        function: "kktix-poller",
+        auth: Auth::OpsToken,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/events/{slug}/report",
+        function: "kktix-poller",
+        auth: Auth::OpsToken,
+    },
+    RouteSpec {
+        method: "GET",
         path: "/healthz",
         function: "kktix-poller",
         auth: Auth::None,
@@ -98,14 +118,28 @@ pub struct Api {
     authorizer: Option<Arc<dyn AccessService>>,
     mailer: Option<Arc<dyn MailService>>,
     discord: Option<Arc<DiscordBot>>,
+    reports: ReportSettings,
+    recently_ended_days: i64,
 }
 
 impl Api {
     pub fn new(ops_token: Option<Sensitive<String>>) -> Self {
         Self {
             ops_token,
+            recently_ended_days: 30,
             ..Self::default()
         }
+    }
+
+    /// Quotas and how long ended events stay listed, for the `GET /events…` routes.
+    pub fn with_report_settings(
+        mut self,
+        reports: ReportSettings,
+        recently_ended_days: i64,
+    ) -> Self {
+        self.reports = reports;
+        self.recently_ended_days = recently_ended_days;
+        self
     }
 
     pub fn with_authorizer(mut self, authorizer: Arc<dyn AccessService>) -> Self {
@@ -137,20 +171,21 @@ impl Api {
         }
         let path = request.uri().path().trim_end_matches('/');
         let path = if path.is_empty() { "/" } else { path };
-        let candidates: Vec<&RouteSpec> = ROUTES
+        let candidates: Vec<(&RouteSpec, Option<String>)> = ROUTES
             .iter()
-            .filter(|route| route.path == path && self.serves(route))
+            .filter(|route| self.serves(route))
+            .filter_map(|route| match_path(route.path, path).map(|slug| (route, slug)))
             .collect();
-        let Some(route) = candidates
+        let Some((route, slug)) = candidates
             .iter()
-            .find(|route| route.method == request.method().as_str())
+            .find(|(route, _)| route.method == request.method().as_str())
         else {
             if candidates.is_empty() {
                 return error_response(StatusCode::NOT_FOUND, &format!("no route {path}"));
             }
             let allowed = candidates
                 .iter()
-                .map(|route| route.method)
+                .map(|(route, _)| route.method)
                 .collect::<Vec<_>>()
                 .join(", ");
             let mut response = error_response(
@@ -175,7 +210,17 @@ impl Api {
             return bot.handle(&request).await;
         }
         let body = request.body();
+        let slug = slug.as_deref().unwrap_or_default();
         match (route.path, &self.poller, &self.authorizer, &self.mailer) {
+            ("/events", Some(reconciler), _, _) => {
+                events::list(reconciler, self.recently_ended_days).await
+            }
+            ("/events/{slug}/status", Some(reconciler), _, _) => {
+                events::status(reconciler, slug, &self.reports).await
+            }
+            ("/events/{slug}/report", Some(reconciler), _, _) => {
+                events::report(reconciler, slug, request.uri().query()).await
+            }
             ("/poll", Some(reconciler), _, _) => poller::poll(reconciler, body).await,
             ("/healthz", Some(reconciler), _, _) => poller::healthz(reconciler).await,
             ("/authorize", _, Some(authorizer), _) => {
@@ -217,6 +262,27 @@ impl Api {
             Ok(())
         } else {
             Err("invalid ops token")
+        }
+    }
+}
+
+/// Whether `path` fits `pattern` (`{slug}` matches one non-empty segment, percent-decoded);
+/// the slug, if the pattern has one.
+fn match_path(pattern: &str, path: &str) -> Option<Option<String>> {
+    let mut wanted = pattern.split('/');
+    let mut given = path.split('/');
+    let mut slug = None;
+    loop {
+        match (wanted.next(), given.next()) {
+            (None, None) => return Some(slug),
+            (Some("{slug}"), Some(segment)) if !segment.is_empty() => {
+                let decoded = url::form_urlencoded::parse(format!("s={segment}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())?;
+                slug = Some(decoded);
+            }
+            (Some(a), Some(b)) if a == b => {}
+            _ => return None,
         }
     }
 }
@@ -294,6 +360,25 @@ pub fn method(name: &str) -> Option<Method> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_match_patterns() {
+        assert_eq!(match_path("/events", "/events"), Some(None));
+        assert_eq!(
+            match_path("/events/{slug}/status", "/events/pycon-2026/status"),
+            Some(Some("pycon-2026".into()))
+        );
+        assert_eq!(
+            match_path("/events/{slug}/status", "/events/a%20b/status"),
+            Some(Some("a b".into()))
+        );
+        assert_eq!(match_path("/events/{slug}/status", "/events//status"), None);
+        assert_eq!(
+            match_path("/events/{slug}/status", "/events/x/report"),
+            None
+        );
+        assert_eq!(match_path("/events", "/events/x"), None);
+    }
 
     #[test]
     fn secrets_compare_by_content() {

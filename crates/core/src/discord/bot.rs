@@ -24,6 +24,7 @@ use super::rest::{Attachment, DiscordApi};
 use super::verify::verify_http;
 use crate::api::{error_response, json, HttpRequest, HttpResponse};
 use crate::report::{daily_report, event_status, DateRange, ReportSettings};
+use crate::sales::{event_sales, events_overview, EventState};
 use crate::selection::CategoryRules;
 use crate::store::{EventRecord, Warehouse};
 
@@ -391,48 +392,30 @@ async fn edit_original(api: &DiscordApi, token: &str, reply: &Reply, ephemeral: 
     }
 }
 
-/// Sold tickets of an event (refunds excluded), from its warehouse table.
-async fn sold(
-    warehouse: &dyn Warehouse,
-    categories: &CategoryRules,
-    event: &EventRecord,
-) -> Option<u64> {
-    let table = categories.route(&event.name).table;
-    let sales = warehouse.sales(&table, event.id).await.ok()?;
-    Some(sales.iter().filter(|sale| !sale.cancelled).count() as u64)
-}
-
 async fn list_events(
     warehouse: &dyn Warehouse,
     categories: &CategoryRules,
     recent_days: i64,
 ) -> Reply {
-    let events = match warehouse.events().await {
+    let events = match events_overview(warehouse, categories, recent_days).await {
         Ok(events) => events,
         Err(error) => {
             return Reply::text(format!("⚠️ 讀取失敗 / Could not read the events: {error}"))
         }
     };
-    let Some(latest) = events.iter().map(|e| e.last_seen).max() else {
+    if events.is_empty() {
         return Reply::text("尚無活動資料 / No events yet: the first reconcile run records them.");
-    };
-    let cutoff = Utc::now() - chrono::Duration::days(recent_days);
+    }
     let mut lines = vec!["**活動 / Events**".to_owned()];
     for event in &events {
-        // Events the newest run saw are on sale; the others ended since.
-        let on_sale = (latest - event.last_seen).num_seconds().abs() < 60;
-        if !on_sale && event.last_seen < cutoff {
-            continue;
-        }
-        let state = if on_sale {
-            "開賣中 On sale"
-        } else {
-            "已結束 Ended"
+        let state = match event.state {
+            EventState::OnSale => "開賣中 On sale",
+            EventState::Ended => "已結束 Ended",
         };
-        let sold = match sold(warehouse, categories, event).await {
-            Some(sold) => sold.to_string(),
-            None => "?".into(),
-        };
+        let sold = event
+            .sold
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into());
         lines.push(format!(
             "• **{}** `{}` · {state} · 已售 sold {sold}",
             event.name, event.slug
@@ -441,17 +424,24 @@ async fn list_events(
     Reply::text(lines.join("\n"))
 }
 
-async fn find_event(warehouse: &dyn Warehouse, slug: &str) -> Result<EventRecord, Reply> {
-    let events = warehouse.events().await.map_err(|error| {
-        Reply::text(format!("⚠️ 讀取失敗 / Could not read the events: {error}"))
-    })?;
-    events
-        .into_iter()
-        .find(|event| event.slug == slug || event.id.to_string() == slug)
-        .ok_or_else(|| {
+/// The event and its sales, or the reply that says why not.
+async fn find_sales(
+    warehouse: &dyn Warehouse,
+    categories: &CategoryRules,
+    slug: &str,
+) -> Result<(EventRecord, Vec<crate::store::SaleRecord>), Reply> {
+    match event_sales(warehouse, categories, slug).await {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => {
             let shown: String = slug.chars().filter(|c| *c != '`').take(50).collect();
-            Reply::text(format!("找不到活動 / No event with slug `{shown}`."))
-        })
+            Err(Reply::text(format!(
+                "找不到活動 / No event with slug `{shown}`."
+            )))
+        }
+        Err(error) => Err(Reply::text(format!(
+            "⚠️ 讀取失敗 / Could not read the sales: {error}"
+        ))),
+    }
 }
 
 async fn status(
@@ -460,16 +450,9 @@ async fn status(
     reports: &ReportSettings,
     slug: &str,
 ) -> Reply {
-    let event = match find_event(warehouse, slug).await {
-        Ok(event) => event,
+    let (event, sales) = match find_sales(warehouse, categories, slug).await {
+        Ok(found) => found,
         Err(reply) => return reply,
-    };
-    let table = categories.route(&event.name).table;
-    let sales = match warehouse.sales(&table, event.id).await {
-        Ok(sales) => sales,
-        Err(error) => {
-            return Reply::text(format!("⚠️ 讀取失敗 / Could not read the sales: {error}"))
-        }
     };
     let status = event_status(&sales, reports);
     let fields = status
@@ -514,16 +497,9 @@ async fn report(
     slug: &str,
     range: &DateRange,
 ) -> Reply {
-    let event = match find_event(warehouse, slug).await {
-        Ok(event) => event,
+    let (event, sales) = match find_sales(warehouse, categories, slug).await {
+        Ok(found) => found,
         Err(reply) => return reply,
-    };
-    let table = categories.route(&event.name).table;
-    let sales = match warehouse.sales(&table, event.id).await {
-        Ok(sales) => sales,
-        Err(error) => {
-            return Reply::text(format!("⚠️ 讀取失敗 / Could not read the sales: {error}"))
-        }
     };
     let report = daily_report(&sales, range);
     let stem = format!("report-{}-{}-{}", event.slug, range.from, range.to);
