@@ -51,7 +51,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.sandbox && std::env::var_os("STORE").is_none() {
         settings.store = StoreSpec::Sqlite(format!("{SANDBOX_DIR}/autopilot.db"));
     }
-    let stores = open_stores(&settings.store)?;
+    let stores = open_stores(&settings)?;
 
     let mut notes = Vec::new();
     let (_sandbox, reconciler) = if args.sandbox {

@@ -144,7 +144,7 @@ async fn register(guild: Option<&str>) -> anyhow::Result<ExitCode> {
 
 async fn resend(reference: &str) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env()?;
-    let stores = open_stores(&settings.store)?;
+    let stores = open_stores(&settings)?;
     let reconciler = reconciler_from_settings(&settings, &stores)?;
     let key = reconciler.find_attendee(reference).await?;
     let report = reconciler.resend(key).await?;
@@ -162,7 +162,7 @@ async fn resend(reference: &str) -> anyhow::Result<ExitCode> {
 
 async fn poll(once: bool, every: Duration, json: bool) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env()?;
-    let stores = open_stores(&settings.store)?;
+    let stores = open_stores(&settings)?;
     let reconciler = reconciler_from_settings(&settings, &stores)?;
     if once {
         let summary = reconciler.run().await;

@@ -20,7 +20,7 @@ use crate::mail::{
 use crate::notify::{ConsoleNotifier, DiscordWebhook, Notifier};
 use crate::pii::Sensitive;
 use crate::reconcile::Reconciler;
-use crate::store::{Ledger, SqliteStore, StoreSpec, Warehouse};
+use crate::store::{BigQueryStore, Ledger, SqliteStore, StoreSpec, Warehouse};
 use crate::upstream::{HttpOptions, UpstreamError};
 
 /// The warehouse and ledger behind `STORE`.
@@ -49,8 +49,10 @@ fn client_error(var: &'static str) -> impl FnOnce(UpstreamError) -> BuildError {
     move |error| BuildError::Client { var, error }
 }
 
-pub fn open_stores(spec: &StoreSpec) -> Result<Stores, BuildError> {
-    match spec {
+/// The warehouse and ledger behind `STORE`. The BigQuery client connects on first use; its
+/// credentials (`GOOGLE_APPLICATION_CREDENTIALS`) and names are checked here.
+pub fn open_stores(settings: &Settings) -> Result<Stores, BuildError> {
+    match &settings.store {
         StoreSpec::Sqlite(path) => {
             let store = Arc::new(SqliteStore::open(path)?);
             Ok(Stores {
@@ -58,10 +60,13 @@ pub fn open_stores(spec: &StoreSpec) -> Result<Stores, BuildError> {
                 ledger: store,
             })
         }
-        StoreSpec::BigQuery(_) => Err(BuildError::Config(ConfigError::Invalid {
-            var: "STORE",
-            reason: "the BigQuery backend is not part of this build yet; use sqlite:PATH".into(),
-        })),
+        StoreSpec::BigQuery(project) => {
+            let store = Arc::new(BigQueryStore::from_settings(project, settings)?);
+            Ok(Stores {
+                warehouse: store.clone(),
+                ledger: store,
+            })
+        }
     }
 }
 

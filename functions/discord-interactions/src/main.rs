@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
         .init();
 
     let settings = Settings::from_env()?;
-    let stores = open_stores(&settings.store)?;
+    let stores = open_stores(&settings)?;
     let deferrer = Arc::new(LambdaDeferrer::default());
     let bot = discord_bot(&settings, &stores, None, deferrer.clone())?;
     let api = Api::new(settings.ops_token.clone()).with_discord(Arc::new(bot));

@@ -22,7 +22,7 @@ async fn main() -> Result<(), lambda_http::Error> {
 
     let settings = Settings::from_env().context("configuration")?;
     let ops_token = settings.require_ops_token()?;
-    let stores = open_stores(&settings.store)?;
+    let stores = open_stores(&settings)?;
     let reconciler = Arc::new(reconciler_from_settings(&settings, &stores)?);
     let poller = Poller {
         api: Api::new(Some(ops_token))

@@ -5,6 +5,7 @@
 //! - [`Ledger`]: an append-only log of what was done for each attendee and of every poll run;
 //!   the current state of an admission is derived from it, never stored beside it.
 
+mod bigquery;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -15,6 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use bigquery::{
+    is_project_id, BigQueryAuth, BigQueryOptions, BigQueryStore, StaticToken, MAX_ROWS_PER_INSERT,
+};
 pub use sqlite::SqliteStore;
 
 use crate::reconcile::RunSummary;
