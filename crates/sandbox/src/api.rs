@@ -28,6 +28,10 @@ pub(crate) fn router(sandbox: Sandbox) -> Router {
             get(attendee),
         )
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            sandbox.clone(),
+            crate::faults::inject,
+        ))
         .with_state(sandbox)
 }
 

@@ -31,6 +31,7 @@
 //! ```
 
 mod api;
+pub mod faults;
 mod persona;
 
 use std::net::SocketAddr;
@@ -398,6 +399,8 @@ pub(crate) struct State {
     next_order_no: u64,
     now_ms: i64,
     stats: RequestStats,
+    /// Chaos tests only: `None` passes every request through.
+    faults: Option<faults::Injector>,
 }
 
 fn probability(p: f64) -> f64 {
@@ -475,6 +478,7 @@ impl State {
             next_order_no: ORDER_NO_BASE,
             now_ms: SIM_EPOCH_MS - BACKFILL_MS,
             stats: RequestStats::default(),
+            faults: None,
         };
         let today = today_taipei();
         let (mut upcoming, mut past) = (0i64, 0i64);
@@ -922,6 +926,21 @@ impl Sandbox {
     /// Zero the request counters.
     pub fn reset_stats(&self) {
         self.lock().stats = RequestStats::default();
+    }
+
+    /// Inject seeded faults into the HTTP API ([`faults`]); `None` turns them off. Faulted
+    /// requests are not counted in [`Sandbox::stats`] (they never reach a route).
+    pub fn set_faults(&self, config: Option<faults::FaultConfig>) {
+        self.lock().faults = config.map(faults::Injector::new);
+    }
+
+    /// Faults injected since the last [`Sandbox::set_faults`] (empty when off).
+    pub fn fault_stats(&self) -> faults::FaultStats {
+        self.lock()
+            .faults
+            .as_ref()
+            .map(faults::Injector::stats)
+            .unwrap_or_default()
     }
 }
 
