@@ -84,6 +84,7 @@ pub struct Attendee {
     pub reg_no: Option<u64>,
     pub order_no: Option<u64>,
     pub state: Option<String>,
+    pub checkin_code: Option<String>,
     pub is_paid: bool,
     pub price: Option<f64>,
     pub currency: Option<String>,
@@ -106,6 +107,8 @@ struct AttendeeFields {
     order_no: Option<u64>,
     #[serde(default)]
     state: Option<String>,
+    #[serde(default)]
+    checkin_code: Option<String>,
     is_paid: bool,
     #[serde(default)]
     price: Option<f64>,
@@ -156,6 +159,7 @@ impl Attendee {
             reg_no: fields.reg_no,
             order_no: fields.order_no,
             state: fields.state,
+            checkin_code: fields.checkin_code,
             is_paid: fields.is_paid,
             price: fields.price,
             currency: fields.currency,

@@ -129,12 +129,7 @@ impl Reconciler {
                     email_hash,
                     name: contact.name.unwrap_or_default(),
                     ticket_name: attendee.ticket_name.clone(),
-                    checkin_code: attendee
-                        .raw
-                        .expose()
-                        .get("checkin_code")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned),
+                    checkin_code: attendee.checkin_code.clone(),
                     reg_no: attendee.reg_no,
                     grant,
                     needs_grant,

@@ -230,12 +230,7 @@ impl Reconciler {
             ticket_name: attendee.ticket_name.clone(),
             links: grant.links,
             venue_url: grant.venue_url,
-            checkin_code: attendee
-                .raw
-                .expose()
-                .get("checkin_code")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
+            checkin_code: attendee.checkin_code.clone(),
             reg_no: attendee.reg_no,
         };
         let outcome = mail
