@@ -257,7 +257,9 @@ fn measure(sandbox: &Sandbox, env: &ChildEnv<'_>) -> Result<Run, String> {
             "autopilot poll --once --json did not exit 0 (wait status {status:#x}); stdout: {stdout}"
         ));
     }
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+    // The summary is the last line; console notices (no webhook configured) may precede it.
+    let last = stdout.lines().rev().find(|line| !line.trim().is_empty());
+    let summary: serde_json::Value = serde_json::from_str(last.unwrap_or_default().trim())
         .map_err(|e| format!("the run summary is not JSON ({e}): {stdout}"))?;
     let field = |name: &str| {
         summary

@@ -45,7 +45,8 @@ pub struct KktixClient {
 /// The outcome of one attendee detail request.
 #[derive(Debug)]
 pub enum AttendeeFetch {
-    Fetched(Attendee),
+    // Boxed: a record is large next to the other outcomes.
+    Fetched(Box<Attendee>),
     /// The upstream answered, but the record does not parse: skip it, report it, go on.
     Broken(RecordError),
     /// The request itself failed after retries: still pending next run.
@@ -234,7 +235,9 @@ impl KktixClient {
         let what = format!("attendee {attendee_id} of event {event_id}");
         match self.get(&what, &url).await {
             Ok(body) => match Attendee::parse(&body) {
-                Ok(attendee) if attendee.id == attendee_id => AttendeeFetch::Fetched(attendee),
+                Ok(attendee) if attendee.id == attendee_id => {
+                    AttendeeFetch::Fetched(Box::new(attendee))
+                }
                 Ok(_) => AttendeeFetch::Broken(RecordError {
                     reason: "record carries a different attendee id".into(),
                 }),
