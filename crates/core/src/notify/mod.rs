@@ -21,13 +21,14 @@ pub trait Notifier: Send + Sync {
     async fn notify(&self, notice: &Notice) -> Result<(), UpstreamError>;
 }
 
-/// Locally: notices printed to the console.
+/// Locally: notices printed to the console — on stderr, so `autopilot poll --once --json`
+/// keeps stdout for the summary alone.
 pub struct ConsoleNotifier;
 
 #[async_trait]
 impl Notifier for ConsoleNotifier {
     async fn notify(&self, notice: &Notice) -> Result<(), UpstreamError> {
-        println!("[channel] {}", notice.content.replace('\n', "\n[channel] "));
+        eprintln!("[channel] {}", notice.content.replace('\n', "\n[channel] "));
         Ok(())
     }
 }
