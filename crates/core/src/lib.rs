@@ -13,6 +13,7 @@ pub mod mail;
 pub mod notify;
 pub mod pii;
 pub mod reconcile;
+pub mod remote;
 pub mod report;
 pub mod sales;
 pub mod selection;

@@ -8,8 +8,9 @@ use super::{
     RevokeResult,
 };
 use crate::pii::{serialize_exposed, Sensitive};
+use crate::remote::{KeyedResult, OpsClient};
 use crate::store::AttendeeKey;
-use crate::upstream::{build_client, join_url, HttpOptions, Upstream, UpstreamError};
+use crate::upstream::{join_url, HttpOptions, UpstreamError};
 
 const UPSTREAM: &str = "authorizer";
 
@@ -41,11 +42,6 @@ pub struct RevokeBody {
     pub revocations: Vec<RevokeRequest>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Results<T> {
-    pub results: Vec<T>,
-}
-
 impl From<&AccessRequest> for AdmissionWire {
     fn from(request: &AccessRequest) -> Self {
         Self {
@@ -58,12 +54,34 @@ impl From<&AccessRequest> for AdmissionWire {
     }
 }
 
+impl KeyedResult for GrantResult {
+    fn key(&self) -> AttendeeKey {
+        self.key
+    }
+    fn failed(key: AttendeeKey, reason: String, transient: bool) -> Self {
+        Self {
+            key,
+            outcome: GrantOutcome::Failed { reason, transient },
+        }
+    }
+}
+
+impl KeyedResult for RevokeResult {
+    fn key(&self) -> AttendeeKey {
+        self.key
+    }
+    fn failed(key: AttendeeKey, reason: String, transient: bool) -> Self {
+        Self {
+            key,
+            outcome: RevokeOutcome::Failed { reason, transient },
+        }
+    }
+}
+
 pub struct RemoteAccess {
-    http: reqwest::Client,
     authorize_url: url::Url,
     revoke_url: url::Url,
-    ops_token: Sensitive<String>,
-    upstream: Upstream,
+    client: OpsClient,
 }
 
 impl RemoteAccess {
@@ -73,51 +91,12 @@ impl RemoteAccess {
         options: HttpOptions,
     ) -> Result<Self, UpstreamError> {
         Ok(Self {
-            http: build_client(UPSTREAM, options.timeout)?,
             authorize_url: join_url(UPSTREAM, base_url, "/authorize")?,
             revoke_url: join_url(UPSTREAM, base_url, "/revoke")?,
-            ops_token,
             // Granting and revoking are idempotent, so any transient failure may be retried.
-            upstream: Upstream::new(UPSTREAM, options.retry),
+            client: OpsClient::new(UPSTREAM, ops_token, options)?,
         })
     }
-
-    async fn post<B: Serialize, R: for<'de> Deserialize<'de>>(
-        &self,
-        url: &url::Url,
-        body: &B,
-    ) -> Result<Results<R>, UpstreamError> {
-        let success = self
-            .upstream
-            .send(url.path(), || {
-                self.http
-                    .post(url.clone())
-                    .bearer_auth(self.ops_token.expose())
-                    .json(body)
-            })
-            .await?;
-        serde_json::from_slice(&success.body).map_err(|e| UpstreamError::Malformed {
-            upstream: UPSTREAM,
-            reason: format!("{:?} error in the answer", e.classify()),
-        })
-    }
-}
-
-/// Pairs answers with requests by key; an attendee the answer left out failed (transiently).
-pub(crate) fn match_results<R: Clone>(
-    keys: impl Iterator<Item = AttendeeKey>,
-    answers: &[R],
-    key_of: impl Fn(&R) -> AttendeeKey,
-    missing: impl Fn(AttendeeKey) -> R,
-) -> Vec<R> {
-    keys.map(|key| {
-        answers
-            .iter()
-            .find(|answer| key_of(answer) == key)
-            .cloned()
-            .unwrap_or_else(|| missing(key))
-    })
-    .collect()
 }
 
 #[async_trait]
@@ -126,36 +105,13 @@ impl AccessService for RemoteAccess {
         if batch.is_empty() {
             return Vec::new();
         }
+        let keys: Vec<AttendeeKey> = batch.iter().map(|r| r.key).collect();
         let body = AuthorizeBody {
             admissions: batch.iter().map(AdmissionWire::from).collect(),
         };
-        let failed = |reason: String, transient: bool| {
-            move |key| GrantResult {
-                key,
-                outcome: GrantOutcome::Failed {
-                    reason: reason.clone(),
-                    transient,
-                },
-            }
-        };
-        match self
-            .post::<_, GrantResult>(&self.authorize_url, &body)
+        self.client
+            .exchange(&self.authorize_url, &body, &keys)
             .await
-        {
-            Ok(answer) => match_results(
-                batch.iter().map(|r| r.key),
-                &answer.results,
-                |r| r.key,
-                failed(
-                    "the authorizer gave no answer for this attendee".into(),
-                    true,
-                ),
-            ),
-            Err(error) => {
-                let make = failed(error.to_string(), error.is_transient());
-                batch.iter().map(|r| make(r.key)).collect()
-            }
-        }
     }
 
     async fn revoke(&self, batch: Vec<RevokeRequest>) -> Vec<RevokeResult> {
@@ -163,30 +119,7 @@ impl AccessService for RemoteAccess {
             return Vec::new();
         }
         let keys: Vec<AttendeeKey> = batch.iter().map(|r| r.key).collect();
-        let failed = |reason: String, transient: bool| {
-            move |key| RevokeResult {
-                key,
-                outcome: RevokeOutcome::Failed {
-                    reason: reason.clone(),
-                    transient,
-                },
-            }
-        };
         let body = RevokeBody { revocations: batch };
-        match self.post::<_, RevokeResult>(&self.revoke_url, &body).await {
-            Ok(answer) => match_results(
-                keys.into_iter(),
-                &answer.results,
-                |r| r.key,
-                failed(
-                    "the authorizer gave no answer for this attendee".into(),
-                    true,
-                ),
-            ),
-            Err(error) => {
-                let make = failed(error.to_string(), error.is_transient());
-                keys.into_iter().map(make).collect()
-            }
-        }
+        self.client.exchange(&self.revoke_url, &body, &keys).await
     }
 }

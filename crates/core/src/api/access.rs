@@ -4,9 +4,10 @@
 use http::StatusCode;
 
 use super::{error_response, json, parse_json, HttpResponse, MAX_BATCH};
-use crate::access::remote::{AuthorizeBody, Results, RevokeBody};
+use crate::access::remote::{AuthorizeBody, RevokeBody};
 use crate::access::{AccessRequest, AccessService, GrantOutcome, GrantResult};
 use crate::pii::EmailAddress;
+use crate::remote::Results;
 
 pub(super) async fn authorize(service: &dyn AccessService, body: &[u8]) -> HttpResponse {
     let body: AuthorizeBody = match parse_json(body) {

@@ -4,10 +4,10 @@
 use http::StatusCode;
 
 use super::{error_response, json, parse_json, HttpResponse, MAX_BATCH};
-use crate::access::remote::Results;
 use crate::mail::remote::MailBody;
 use crate::mail::{Invitation, MailOutcome, MailResult, MailService};
 use crate::pii::EmailAddress;
+use crate::remote::Results;
 
 pub(super) async fn mail(service: &dyn MailService, body: &[u8]) -> HttpResponse {
     let body: MailBody = match parse_json(body) {

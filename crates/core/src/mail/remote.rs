@@ -4,11 +4,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{Invitation, MailOutcome, MailResult, MailService};
-use crate::access::remote::Results;
 use crate::access::Link;
 use crate::pii::{serialize_exposed, Sensitive};
+use crate::remote::{KeyedResult, OpsClient};
 use crate::store::AttendeeKey;
-use crate::upstream::{build_client, join_url, HttpOptions, RetryPolicy, Upstream, UpstreamError};
+use crate::upstream::{join_url, HttpOptions, RetryPolicy, UpstreamError};
 
 const UPSTREAM: &str = "mailer";
 
@@ -60,11 +60,21 @@ impl From<&Invitation> for InvitationWire {
     }
 }
 
+impl KeyedResult for MailResult {
+    fn key(&self) -> AttendeeKey {
+        self.key
+    }
+    fn failed(key: AttendeeKey, reason: String, transient: bool) -> Self {
+        Self {
+            key,
+            outcome: MailOutcome::Failed { reason, transient },
+        }
+    }
+}
+
 pub struct RemoteMailer {
-    http: reqwest::Client,
     url: url::Url,
-    ops_token: Sensitive<String>,
-    upstream: Upstream,
+    client: OpsClient,
 }
 
 impl RemoteMailer {
@@ -74,18 +84,20 @@ impl RemoteMailer {
         options: HttpOptions,
     ) -> Result<Self, UpstreamError> {
         Ok(Self {
-            http: build_client(UPSTREAM, options.timeout)?,
             url: join_url(UPSTREAM, base_url, "/mail")?,
-            ops_token,
             // Sending is not idempotent with every provider: a call whose outcome is unknown is
             // not repeated here; the ledger retries it on a later run.
-            upstream: Upstream::new(
+            client: OpsClient::new(
                 UPSTREAM,
-                RetryPolicy {
-                    retry_ambiguous: false,
-                    ..options.retry
+                ops_token,
+                HttpOptions {
+                    retry: RetryPolicy {
+                        retry_ambiguous: false,
+                        ..options.retry
+                    },
+                    ..options
                 },
-            ),
+            )?,
         })
     }
 }
@@ -96,47 +108,11 @@ impl MailService for RemoteMailer {
         if batch.is_empty() {
             return Vec::new();
         }
+        let keys: Vec<AttendeeKey> = batch.iter().map(|i| i.key).collect();
         let body = MailBody {
             force,
             invitations: batch.iter().map(InvitationWire::from).collect(),
         };
-        let failed = |reason: String, transient: bool| {
-            move |key| MailResult {
-                key,
-                outcome: MailOutcome::Failed {
-                    reason: reason.clone(),
-                    transient,
-                },
-            }
-        };
-        let answer = self
-            .upstream
-            .send("/mail", || {
-                self.http
-                    .post(self.url.clone())
-                    .bearer_auth(self.ops_token.expose())
-                    .json(&body)
-            })
-            .await
-            .and_then(|success| {
-                serde_json::from_slice::<Results<MailResult>>(&success.body).map_err(|e| {
-                    UpstreamError::Malformed {
-                        upstream: UPSTREAM,
-                        reason: format!("{:?} error in the answer", e.classify()),
-                    }
-                })
-            });
-        match answer {
-            Ok(answer) => crate::access::remote::match_results(
-                batch.iter().map(|i| i.key),
-                &answer.results,
-                |r| r.key,
-                failed("the mailer gave no answer for this invitation".into(), true),
-            ),
-            Err(error) => {
-                let make = failed(error.to_string(), error.is_transient());
-                batch.iter().map(|i| make(i.key)).collect()
-            }
-        }
+        self.client.exchange(&self.url, &body, &keys).await
     }
 }

@@ -1,0 +1,95 @@
+//! Calls from the poller to the other functions' routes (`AUTHORIZER_URL`, `MAILER_URL`) with
+//! the ops token: one batch out, one result per attendee back. A call that fails as a whole
+//! fails every attendee in it, with the reason and whether it is worth retrying.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::pii::Sensitive;
+use crate::store::AttendeeKey;
+use crate::upstream::{build_client, HttpOptions, Upstream, UpstreamError};
+
+/// The answer of `POST /authorize`, `/revoke` and `/mail`: one result per attendee, in order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Results<T> {
+    pub results: Vec<T>,
+}
+
+/// A per-attendee result that can also say "failed".
+pub trait KeyedResult: Clone {
+    fn key(&self) -> AttendeeKey;
+    fn failed(key: AttendeeKey, reason: String, transient: bool) -> Self;
+}
+
+/// A client for one function's routes, with the ops token.
+pub struct OpsClient {
+    name: &'static str,
+    http: reqwest::Client,
+    ops_token: Sensitive<String>,
+    upstream: Upstream,
+}
+
+impl OpsClient {
+    pub fn new(
+        name: &'static str,
+        ops_token: Sensitive<String>,
+        options: HttpOptions,
+    ) -> Result<Self, UpstreamError> {
+        Ok(Self {
+            name,
+            http: build_client(name, options.timeout)?,
+            ops_token,
+            upstream: Upstream::new(name, options.retry),
+        })
+    }
+
+    /// Posts `body` to `url`; answers one result per key, in the keys' order. An attendee the
+    /// answer left out failed transiently.
+    pub async fn exchange<B: Serialize, R: KeyedResult + DeserializeOwned>(
+        &self,
+        url: &url::Url,
+        body: &B,
+        keys: &[AttendeeKey],
+    ) -> Vec<R> {
+        let answer = self
+            .upstream
+            .send(url.path(), || {
+                self.http
+                    .post(url.clone())
+                    .bearer_auth(self.ops_token.expose())
+                    .json(body)
+            })
+            .await
+            .and_then(|success| {
+                serde_json::from_slice::<Results<R>>(&success.body).map_err(|e| {
+                    UpstreamError::Malformed {
+                        upstream: self.name,
+                        reason: format!("{:?} error in the answer", e.classify()),
+                    }
+                })
+            });
+        match answer {
+            Ok(answer) => keys
+                .iter()
+                .map(|key| {
+                    answer
+                        .results
+                        .iter()
+                        .find(|result| result.key() == *key)
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            R::failed(
+                                *key,
+                                format!("the {} gave no answer for this attendee", self.name),
+                                true,
+                            )
+                        })
+                })
+                .collect(),
+            Err(error) => keys
+                .iter()
+                .map(|key| R::failed(*key, error.to_string(), error.is_transient()))
+                .collect(),
+        }
+    }
+}
