@@ -314,7 +314,10 @@ impl Reconciler {
             return true;
         }
         match self.ledger.append(&entries).await {
-            Ok(()) => true,
+            Ok(()) => {
+                state.recorded.extend(entries);
+                true
+            }
             Err(error) => {
                 state.failed("store", format!("writing the ledger: {error}"));
                 false

@@ -174,6 +174,11 @@ struct RunState {
     run_id: String,
     now: DateTime<Utc>,
     summary: RunSummary,
+    /// Ledger entries appended while the current event is reconciled.
+    recorded: Vec<LedgerEntry>,
+    /// Each fully reconciled event's admissions as they stand after this run's entries, so
+    /// the revoke step need not read the ledger again.
+    admissions: HashMap<u64, HashMap<u64, Admission>>,
 }
 
 impl RunState {
@@ -322,6 +327,8 @@ impl Reconciler {
         let mut state = RunState {
             run_id: run_id.clone(),
             now: started_at,
+            recorded: Vec::new(),
+            admissions: HashMap::new(),
             summary: RunSummary {
                 run_id,
                 started_at,
@@ -396,6 +403,7 @@ impl Reconciler {
 
     async fn reconcile_event(&self, event: &HostingEvent, state: &mut RunState) {
         let event_id = event.id;
+        state.recorded.clear();
         let routing = self.categories.route(&event.name);
         if !routing.matched_rule {
             state.summary.warnings.push(format!(
@@ -463,8 +471,23 @@ impl Reconciler {
             }
         }
 
-        self.cancel_gone(event_id, &routing.table, &admissions, &live_set, state)
-            .await;
+        if !self
+            .cancel_gone(event_id, &routing.table, &admissions, &live_set, state)
+            .await
+        {
+            return;
+        }
+        // The same fold the ledger would give if read again now.
+        let mut admissions = admissions;
+        for entry in state.recorded.drain(..) {
+            admissions.entry(entry.key.attendee_id).or_default().apply(
+                entry.step,
+                entry.email_hash.as_deref(),
+                entry.detail.as_deref(),
+                entry.at,
+            );
+        }
+        state.admissions.insert(event_id, admissions);
     }
 
     /// Keeps the events catalog current for `/event list` and reports.
@@ -501,7 +524,8 @@ impl Reconciler {
         grant_due || mail_due
     }
 
-    /// Attendees the ledger knows who have left the book were refunded or cancelled.
+    /// Attendees the ledger knows who have left the book were refunded or cancelled. False
+    /// when the store failed.
     async fn cancel_gone(
         &self,
         event_id: u64,
@@ -509,7 +533,7 @@ impl Reconciler {
         admissions: &HashMap<u64, Admission>,
         live: &HashSet<u64>,
         state: &mut RunState,
-    ) {
+    ) -> bool {
         let mut gone: Vec<(u64, bool)> = admissions
             .iter()
             .filter(|(id, a)| {
@@ -518,7 +542,7 @@ impl Reconciler {
             .map(|(id, a)| (*id, a.loaded))
             .collect();
         if gone.is_empty() {
-            return;
+            return true;
         }
         gone.sort_unstable();
         // An empty book while people hold tickets looks like a KKTIX fault, not a mass refund;
@@ -531,7 +555,7 @@ impl Reconciler {
                     gone.len()
                 ),
             );
-            return;
+            return true;
         }
         let refunded: Vec<AttendeeKey> = gone
             .iter()
@@ -551,7 +575,7 @@ impl Reconciler {
                     "store",
                     format!("event {event_id}: marking refunds in the warehouse: {error}"),
                 );
-                return;
+                return false;
             }
         }
         let entries: Vec<LedgerEntry> = gone
@@ -569,14 +593,11 @@ impl Reconciler {
                 state.entry(key, Step::Cancelled, None, Some(detail.into()))
             })
             .collect();
-        if let Err(error) = self.ledger.append(&entries).await {
-            state.failed(
-                "store",
-                format!("event {event_id}: writing the ledger: {error}"),
-            );
-            return;
+        if !self.record(entries, state).await {
+            return false;
         }
         state.summary.refunded += refunded.len() as u64;
         state.summary.expired += (gone.len() - refunded.len()) as u64;
+        true
     }
 }

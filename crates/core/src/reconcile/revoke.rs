@@ -8,22 +8,27 @@ use crate::kktix::HostingEvent;
 use crate::store::{AttendeeKey, Step};
 
 impl Reconciler {
-    /// Reads each event's admissions once more (they now include this run's cancellations),
-    /// counts what is sold, and revokes the access of attendees who left the book.
+    /// Takes each event's admissions as they stand after this run (read from the ledger only
+    /// for an event whose reconcile stopped early), counts what is sold, and revokes the
+    /// access of attendees who left the book.
     pub(super) async fn revoke_refunded(&self, events: &[HostingEvent], state: &mut RunState) {
         let mut candidates = Vec::new();
         // Emails that still hold a ticket somewhere: their guest-list entry must stay.
         let mut still_held: HashSet<String> = HashSet::new();
         for event in events {
-            let admissions = match self.ledger.admissions(event.id).await {
-                Ok(admissions) => admissions,
-                Err(error) => {
-                    state.failed(
-                        "store",
-                        format!("event {}: reading the ledger: {error}", event.id),
-                    );
-                    return;
-                }
+            let known = state.admissions.remove(&event.id);
+            let admissions = match known {
+                Some(admissions) => admissions,
+                None => match self.ledger.admissions(event.id).await {
+                    Ok(admissions) => admissions,
+                    Err(error) => {
+                        state.failed(
+                            "store",
+                            format!("event {}: reading the ledger: {error}", event.id),
+                        );
+                        return;
+                    }
+                },
             };
             for (attendee_id, admission) in admissions {
                 if admission.loaded && !admission.cancelled {
