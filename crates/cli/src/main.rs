@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use autopilot_core::app::{open_stores, reconciler_from_settings};
 use autopilot_core::config::Settings;
-use autopilot_core::reconcile::{RunOutcome, RunSummary};
+use autopilot_core::reconcile::{ImportRequest, RunOutcome, RunSummary};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -53,6 +53,31 @@ enum Command {
         /// The attendee: an order number, a registration number, or EVENT_ID/ATTENDEE_ID.
         reference: String,
     },
+    /// Import KKTIX's CSV exports of one event: admitted, mailed and refunded like a run.
+    /// Exit codes as `poll --once`. With POLLER_URL set, the deployed poller does it.
+    Import {
+        /// A KKTIX event id, or a slug of [events.catalog].
+        #[arg(long)]
+        event: String,
+        /// The attendees export (CSV, UTF-8).
+        #[arg(long)]
+        attendees: std::path::PathBuf,
+        /// The orders export (CSV, UTF-8), joined on the order number.
+        #[arg(long)]
+        orders: Option<std::path::PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete sealed contacts: of one event, or (without --event) of every event that ended
+    /// more than [privacy] retention_days ago.
+    Shred {
+        #[arg(long)]
+        event: Option<String>,
+    },
+    /// Seal every stored contact again with CONTACT_KEY (after a rotation; then
+    /// CONTACT_KEY_PREVIOUS can go).
+    Reseal,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +127,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Poll { once, every, json } => poll(once, every, json).await,
         Command::Resend { reference } => resend(&reference).await,
+        Command::Import {
+            event,
+            attendees,
+            orders,
+            json,
+        } => import(event, &attendees, orders.as_deref(), json).await,
+        Command::Shred { event } => shred(event.as_deref()).await,
+        Command::Reseal => reseal().await,
         Command::Discord {
             command: DiscordCommand::Register { guild },
         } => register(guild.as_deref()).await,
@@ -160,6 +193,83 @@ async fn resend(reference: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn exit_code(outcome: RunOutcome) -> ExitCode {
+    match outcome {
+        RunOutcome::Ok => ExitCode::SUCCESS,
+        RunOutcome::Failed => ExitCode::from(1),
+        RunOutcome::Partial => ExitCode::from(2),
+    }
+}
+
+fn read_export(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading the {what} export {}", path.display()))
+}
+
+async fn import(
+    event: String,
+    attendees: &std::path::Path,
+    orders: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_env()?;
+    let request = ImportRequest {
+        event,
+        attendees: read_export(attendees, "attendees")?,
+        orders: orders.map(|path| read_export(path, "orders")).transpose()?,
+    };
+    let summary = match &settings.poller_url {
+        Some(url) => {
+            let poller = autopilot_core::discord::operations::RemotePoller::new(
+                url,
+                settings.require_ops_token()?,
+                autopilot_core::upstream::HttpOptions::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("POLLER_URL: {e}"))?;
+            autopilot_core::discord::operations::Operations::import(&poller, request)
+                .await
+                .map_err(|e| anyhow::anyhow!("the poller at POLLER_URL: {e}"))?
+        }
+        None => {
+            settings.require_sealer()?;
+            let stores = open_stores(&settings)?;
+            let reconciler = reconciler_from_settings(&settings, &stores)?;
+            reconciler.import(request).await?
+        }
+    };
+    print_summary(&summary, json)?;
+    Ok(exit_code(summary.outcome))
+}
+
+async fn shred(event: Option<&str>) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_env()?;
+    settings.require_sealer()?;
+    let stores = open_stores(&settings)?;
+    let reconciler = reconciler_from_settings(&settings, &stores)?;
+    let report = reconciler.shred(event).await.map_err(anyhow::Error::msg)?;
+    if report.events.is_empty() {
+        println!(
+            "nothing to shred: no event with sealed contacts ended more than {} days ago",
+            settings.file.privacy.retention_days
+        );
+    }
+    for (event_id, count) in &report.events {
+        println!("event {event_id}: shredded {count} sealed contact(s)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reseal() -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_env()?;
+    settings.require_sealer()?;
+    let stores = open_stores(&settings)?;
+    let reconciler = reconciler_from_settings(&settings, &stores)?;
+    let count = reconciler.reseal().await.map_err(anyhow::Error::msg)?;
+    println!(
+        "resealed {count} contact(s) with CONTACT_KEY; CONTACT_KEY_PREVIOUS is no longer needed"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn poll(once: bool, every: Duration, json: bool) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env()?;
     let stores = open_stores(&settings)?;
@@ -167,11 +277,7 @@ async fn poll(once: bool, every: Duration, json: bool) -> anyhow::Result<ExitCod
     if once {
         let summary = reconciler.run().await;
         print_summary(&summary, json)?;
-        return Ok(match summary.outcome {
-            RunOutcome::Ok => ExitCode::SUCCESS,
-            RunOutcome::Failed => ExitCode::from(1),
-            RunOutcome::Partial => ExitCode::from(2),
-        });
+        return Ok(exit_code(summary.outcome));
     }
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -201,6 +307,9 @@ pub(crate) fn print_summary(summary: &RunSummary, json: bool) -> anyhow::Result<
     }
     for error in &summary.errors {
         println!("  error: {error}");
+    }
+    for alert in &summary.alerts {
+        println!("  alert: {alert}");
     }
     for warning in &summary.warnings {
         println!("  warning: {warning}");

@@ -1,7 +1,7 @@
 //! The local HTTP server: axum accepts connections and hands every request to the same
 //! `autopilot_core::api::Api` the Lambda functions use.
 
-use autopilot_core::api::{error_response, Api, HttpRequest, MAX_BODY_BYTES};
+use autopilot_core::api::{error_response, Api, HttpRequest, MAX_ANY_BODY_BYTES};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -23,12 +23,12 @@ pub async fn serve(
 async fn dispatch(State(api): State<Api>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     // Read one byte past the limit so the core answers 413 with its own message.
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
+    let bytes = match axum::body::to_bytes(body, MAX_ANY_BODY_BYTES + 1).await {
         Ok(bytes) => bytes,
         Err(_) => {
             return into_axum(error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                &format!("request body is larger than {MAX_ANY_BODY_BYTES} bytes"),
             ))
         }
     };

@@ -44,6 +44,7 @@ async fn bench() -> bool {
             start_at: None,
             end_at: None,
             last_seen: Utc::now(),
+            source: None,
         }])
         .await
         .expect("events");

@@ -12,6 +12,7 @@ use crate::discord::bot::{Deferrer, DiscordBot};
 use crate::discord::operations::{Operations, RemotePoller};
 use crate::discord::rest::DiscordApi;
 use crate::discord::verify::parse_public_key;
+use crate::intake::IntakeQueue;
 use crate::kktix::{KktixClient, KktixOptions};
 use crate::mail::{
     KlaviyoProvider, MailProvider, MailService, MailTemplate, Mailer, MailgunProvider,
@@ -20,14 +21,31 @@ use crate::mail::{
 use crate::notify::{ConsoleNotifier, DiscordWebhook, Notifier};
 use crate::pii::Sensitive;
 use crate::reconcile::Reconciler;
-use crate::store::{BigQueryStore, Ledger, SqliteStore, StoreSpec, Warehouse};
+use crate::reconcile::{IntakeMappings, Vault};
+use crate::selection::Door;
+use crate::store::{BigQueryStore, ContactVault, Ledger, SqliteStore, StoreSpec, Warehouse};
 use crate::upstream::{HttpOptions, UpstreamError};
 
-/// The warehouse and ledger behind `STORE`.
+/// The warehouse, ledger and sealed contacts behind `STORE`, and (SQLite) the local queue.
 #[derive(Clone)]
 pub struct Stores {
     pub warehouse: Arc<dyn Warehouse>,
     pub ledger: Arc<dyn Ledger>,
+    pub contacts: Arc<dyn ContactVault>,
+    /// The intake queue when it lives in the store's own file (SQLite); deployed, SQS.
+    pub local_queue: Option<Arc<dyn IntakeQueue>>,
+}
+
+impl Stores {
+    /// Every role in one SQLite store (tests, and `STORE=sqlite:…`).
+    pub fn sqlite(store: Arc<SqliteStore>) -> Self {
+        Self {
+            warehouse: store.clone(),
+            ledger: store.clone(),
+            contacts: store.clone(),
+            local_queue: Some(store),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,18 +71,14 @@ fn client_error(var: &'static str) -> impl FnOnce(UpstreamError) -> BuildError {
 /// credentials (`GOOGLE_APPLICATION_CREDENTIALS`) and names are checked here.
 pub fn open_stores(settings: &Settings) -> Result<Stores, BuildError> {
     match &settings.store {
-        StoreSpec::Sqlite(path) => {
-            let store = Arc::new(SqliteStore::open(path)?);
-            Ok(Stores {
-                warehouse: store.clone(),
-                ledger: store,
-            })
-        }
+        StoreSpec::Sqlite(path) => Ok(Stores::sqlite(Arc::new(SqliteStore::open(path)?))),
         StoreSpec::BigQuery(project) => {
             let store = Arc::new(BigQueryStore::from_settings(project, settings)?);
             Ok(Stores {
                 warehouse: store.clone(),
-                ledger: store,
+                ledger: store.clone(),
+                contacts: store,
+                local_queue: None,
             })
         }
     }
@@ -283,23 +297,88 @@ pub fn build_reconciler(
         },
     )
     .map_err(client_error("KKTIX_API_BASE"))?;
-    Ok(Reconciler::new(
+    let reconciler = Reconciler::new(
         client,
         stores.warehouse.clone(),
         stores.ledger.clone(),
         settings.file.events.clone(),
         settings.file.warehouse.clone(),
         settings.file.privacy.clone(),
-    ))
+    );
+    Ok(with_intake(reconciler, settings, stores))
 }
 
-/// The whole loop as the environment configures it: KKTIX, stores, access, mail, notices.
+/// The loop without the hosting API (no `KKTIX_ACCESS_TOKEN`): CSV and webhook doors.
+pub fn build_reconciler_without_api(settings: &Settings, stores: &Stores) -> Reconciler {
+    let reconciler = Reconciler::without_api(
+        stores.warehouse.clone(),
+        stores.ledger.clone(),
+        settings.file.events.clone(),
+        settings.file.warehouse.clone(),
+        settings.file.privacy.clone(),
+    );
+    with_intake(reconciler, settings, stores)
+}
+
+/// Sealed contacts (`CONTACT_KEY`), the intake queue and the CSV / webhook mappings.
+fn with_intake(reconciler: Reconciler, settings: &Settings, stores: &Stores) -> Reconciler {
+    let mut reconciler = reconciler.with_mappings(IntakeMappings {
+        csv: settings.file.intake.csv.clone(),
+        webhook: settings.file.intake.webhook.clone(),
+    });
+    if let Some(sealer) = settings.sealer() {
+        reconciler = reconciler.with_vault(Vault {
+            store: stores.contacts.clone(),
+            sealer,
+        });
+    }
+    if let Some(queue) = &stores.local_queue {
+        reconciler = reconciler.with_queue(queue.clone());
+    }
+    reconciler
+}
+
+/// Which doors the configuration uses, checked against the secrets it has: the API needs
+/// `KKTIX_ACCESS_TOKEN`, CSV and the webhook need `CONTACT_KEY`.
+pub fn check_doors(settings: &Settings) -> Result<(), ConfigError> {
+    let fallback = if settings.kktix_access_token.is_some() {
+        Door::Api
+    } else {
+        Door::Csv
+    };
+    let doors = settings.file.events.doors(fallback);
+    if settings.kktix_access_token.is_none() && settings.contact_key.is_none() {
+        return Err(ConfigError::Missing {
+            var: "KKTIX_ACCESS_TOKEN",
+            hint: "nothing to read attendees from: set KKTIX_ACCESS_TOKEN for the hosting API, or CONTACT_KEY for CSV imports and the KKTIX webhook",
+        });
+    }
+    if doors.contains(&Door::Api) && settings.kktix_access_token.is_none() {
+        return Err(ConfigError::Missing {
+            var: "KKTIX_ACCESS_TOKEN",
+            hint: "an event of [events] uses source = \"api\", which reads the hosting API with this token",
+        });
+    }
+    if doors.iter().any(|door| door.is_pushed()) && settings.contact_key.is_none() {
+        return Err(ConfigError::Missing {
+            var: "CONTACT_KEY",
+            hint: "CSV and webhook events keep their buyers' contacts sealed with it: 32 random bytes, e.g. `openssl rand -hex 32`",
+        });
+    }
+    Ok(())
+}
+
+/// The whole loop as the environment configures it: KKTIX (when a token is set), stores,
+/// sealed contacts, access, mail, notices.
 pub fn reconciler_from_settings(
     settings: &Settings,
     stores: &Stores,
 ) -> Result<Reconciler, BuildError> {
-    let token = settings.require_kktix_token()?;
-    let reconciler = build_reconciler(settings, stores, &settings.kktix_api_base, token)?;
+    check_doors(settings)?;
+    let reconciler = match settings.kktix_access_token.clone() {
+        Some(token) => build_reconciler(settings, stores, &settings.kktix_api_base, token)?,
+        None => build_reconciler_without_api(settings, stores),
+    };
     Ok(Pipeline::from_settings(settings)?.attach(reconciler))
 }
 

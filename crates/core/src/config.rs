@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::access::{Entitlements, GATHER_DEFAULT_API_BASE};
+use crate::contacts::{ContactKey, Sealer};
 use crate::deidentify::PrivacyRules;
 use crate::discord::bot::BotSettings;
 use crate::discord::rest::DISCORD_DEFAULT_API_BASE;
@@ -67,6 +68,14 @@ impl KktixSection {
     }
 }
 
+/// `[intake]`: how the CSV and webhook doors read what they receive.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntakeSection {
+    pub csv: crate::intake::CsvMapping,
+    pub webhook: crate::intake::WebhookMapping,
+}
+
 /// The TOML file's shape. Unknown keys are errors: a typo should not be silently ignored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -80,6 +89,7 @@ pub struct FileSettings {
     pub discord: BotSettings,
     pub reports: ReportSettings,
     pub bigquery: crate::store::BigQuerySettings,
+    pub intake: IntakeSection,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +124,12 @@ pub struct Settings {
     /// A service-account key: a file path, or the key's JSON itself (as a secret manager
     /// hands it over). Never printed.
     pub google_application_credentials: Option<Sensitive<String>>,
+    /// `CONTACT_KEY`: seals contacts at rest (needed by the CSV and webhook doors).
+    pub contact_key: Option<ContactKey>,
+    /// `CONTACT_KEY_PREVIOUS`: opens contacts sealed before a rotation.
+    pub contact_key_previous: Option<ContactKey>,
+    /// `KKTIX_WEBHOOK_TOKEN`: the secret path segment of `POST /kktix/webhook/{token}`.
+    pub kktix_webhook_token: Option<Sensitive<String>>,
     pub file: FileSettings,
     /// The TOML file that was read, if any.
     pub config_path: Option<PathBuf>,
@@ -146,6 +162,13 @@ impl Settings {
             .map_err(|reason| ConfigError::File {
                 path: display(&config_path),
                 reason: format!("[warehouse] {reason}"),
+            })?;
+        file.intake
+            .csv
+            .validate()
+            .map_err(|reason| ConfigError::File {
+                path: display(&config_path),
+                reason,
             })?;
         if file.kktix.concurrency == 0 || file.kktix.max_attempts == 0 {
             return Err(ConfigError::File {
@@ -191,7 +214,43 @@ impl Settings {
             }
             other => other.map(Sensitive::new),
         };
+        let key = |name: &'static str| {
+            var(name)
+                .map(|text| {
+                    ContactKey::parse(&text).map_err(|e| ConfigError::Invalid {
+                        var: name,
+                        reason: e.to_string(),
+                    })
+                })
+                .transpose()
+        };
+        let contact_key = key("CONTACT_KEY")?;
+        let contact_key_previous = key("CONTACT_KEY_PREVIOUS")?;
+        if contact_key_previous.is_some() && contact_key.is_none() {
+            return Err(ConfigError::Missing {
+                var: "CONTACT_KEY",
+                hint: "CONTACT_KEY_PREVIOUS is set; the new key goes in CONTACT_KEY",
+            });
+        }
+        let kktix_webhook_token = match var("KKTIX_WEBHOOK_TOKEN") {
+            Some(token) if token.trim().len() < 16 => {
+                return Err(ConfigError::Invalid {
+                    var: "KKTIX_WEBHOOK_TOKEN",
+                    reason: "must be at least 16 characters (e.g. `openssl rand -hex 24`): it is the webhook's only secret".into(),
+                })
+            }
+            Some(token) if !token.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+                return Err(ConfigError::Invalid {
+                    var: "KKTIX_WEBHOOK_TOKEN",
+                    reason: "must be letters, digits, - and _ only (it is a URL path segment)".into(),
+                })
+            }
+            other => other.map(|token| Sensitive::new(token.trim().to_owned())),
+        };
         Ok(Self {
+            contact_key,
+            contact_key_previous,
+            kktix_webhook_token,
             kktix_api_base,
             kktix_access_token: var("KKTIX_ACCESS_TOKEN").map(Sensitive::new),
             store,
@@ -242,6 +301,20 @@ impl Settings {
                 hint: "GATHER_SPACE_ID is set; the Gather API key is needed too",
             }),
         }
+    }
+
+    /// The keys that seal contacts, when `CONTACT_KEY` is set.
+    pub fn sealer(&self) -> Option<Sealer> {
+        self.contact_key
+            .clone()
+            .map(|key| Sealer::new(key, self.contact_key_previous.clone()))
+    }
+
+    pub fn require_sealer(&self) -> Result<Sealer, ConfigError> {
+        self.sealer().ok_or(ConfigError::Missing {
+            var: "CONTACT_KEY",
+            hint: "CSV and webhook intake keep contacts sealed with it: 32 random bytes, e.g. `openssl rand -hex 32`",
+        })
     }
 
     pub fn require_ops_token(&self) -> Result<Sensitive<String>, ConfigError> {

@@ -18,6 +18,8 @@ pub struct PrivacyRules {
     pub name_label: String,
     pub email_label: String,
     pub phone_label: String,
+    /// Sealed contacts are shredded this many days after their event ended.
+    pub retention_days: u32,
 }
 
 impl Default for PrivacyRules {
@@ -32,6 +34,7 @@ impl Default for PrivacyRules {
             name_label: "聯絡人 姓名".into(),
             email_label: "聯絡人 Email".into(),
             phone_label: "聯絡人 手機".into(),
+            retention_days: 14,
         }
     }
 }

@@ -82,6 +82,14 @@ const ALL_COLUMNS: &[&str] = &[
     "last_seen",
     "table_name",
     "cancelled_at",
+    "source",
+    "key_id",
+    "sealed",
+    "sealed_at",
+    "shredded_at",
+    "batch_id",
+    "received_at",
+    "processed_at",
 ];
 
 fn table_body(dataset: &str, table: &str, columns: &[&str]) -> Value {
@@ -885,7 +893,7 @@ async fn an_unfinished_query_is_polled_and_paged() {
         })),
     )
     .await;
-    let event = |id: &str, seen: i64| json!({"f": [{"v": id}, {"v": "slug"}, {"v": "Name"}, {"v": null}, {"v": "2024-05-01"}, {"v": at(seen).timestamp_micros().to_string()}]});
+    let event = |id: &str, seen: i64| json!({"f": [{"v": id}, {"v": "slug"}, {"v": "Name"}, {"v": null}, {"v": "2024-05-01"}, {"v": at(seen).timestamp_micros().to_string()}, {"v": "api"}]});
     Mock::given(method("GET"))
         .and(path(format!("{BASE}/queries/job_slow")))
         .and(query_param("pageToken", "page-2"))
@@ -918,7 +926,8 @@ async fn an_unfinished_query_is_polled_and_paged() {
                 name: "Name".into(),
                 start_at: None,
                 end_at: Some("2024-05-01".into()),
-                last_seen: at(2)
+                last_seen: at(2),
+                source: Some("api".into()),
             },
             EventRecord {
                 id: 2,
@@ -926,7 +935,8 @@ async fn an_unfinished_query_is_polled_and_paged() {
                 name: "Name".into(),
                 start_at: None,
                 end_at: Some("2024-05-01".into()),
-                last_seen: at(1)
+                last_seen: at(1),
+                source: Some("api".into()),
             },
         ]
     );
@@ -988,6 +998,7 @@ async fn every_request_carries_the_custom_token() {
             start_at: None,
             end_at: None,
             last_seen: at(3),
+            source: None,
         }])
         .await
         .unwrap();

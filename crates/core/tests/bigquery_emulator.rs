@@ -259,6 +259,7 @@ async fn the_sqlite_scenario_runs_on_the_emulator() {
         start_at: Some("2024-05-01T09:00:00+08:00".into()),
         end_at: None,
         last_seen: at(seen),
+        source: Some("api".into()),
     };
     store
         .upsert_events(&[event(1, 1, "old"), event(2, 5, "two")])

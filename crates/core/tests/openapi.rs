@@ -44,11 +44,19 @@ fn each_route_documents_its_auth_and_answers() {
             Auth::None => vec![],
             Auth::OpsToken => vec!["opsToken"],
             Auth::DiscordSignature => vec!["discordSignature"],
+            Auth::PathToken => vec![],
         };
         assert_eq!(schemes, expected, "{} {}", route.method, route.path);
         let responses = operation["responses"].as_hash().unwrap();
         assert!(responses.keys().any(|code| code.as_str() == Some("200")));
-        if route.auth != Auth::None {
+        if route.auth == Auth::PathToken {
+            assert!(
+                responses.keys().any(|code| code.as_str() == Some("404")),
+                "{} {} documents the 404 of an unknown token",
+                route.method,
+                route.path
+            );
+        } else if route.auth != Auth::None {
             assert!(
                 responses.keys().any(|code| code.as_str() == Some("401")),
                 "{} {} documents its 401",

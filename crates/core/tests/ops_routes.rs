@@ -25,10 +25,7 @@ async fn stack() -> (Api, Arc<SqliteStore>, RunningSandbox, String) {
         .await
         .unwrap();
     let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let stores = Stores {
-        warehouse: store.clone(),
-        ledger: store.clone(),
-    };
+    let stores = Stores::sqlite(store.clone());
     let settings = Settings::load(&|_| None).unwrap();
     let reconciler = Arc::new(
         build_reconciler(

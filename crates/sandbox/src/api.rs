@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{persona, Attendee, Corruption, Event, RequestStats, Sandbox, ATTENDEE_ID_BASE};
+use crate::{Attendee, Corruption, Event, RequestStats, Sandbox};
 
 pub(crate) fn router(sandbox: Sandbox) -> Router {
     Router::new()
@@ -255,7 +255,7 @@ fn epoch_seconds(ms: i64) -> f64 {
 
 /// The full attendee record, or its corrupted variant.
 fn render_attendee(ev: &Event, a: &Attendee) -> Response {
-    let p = persona::persona(a.persona_seed, a.id - ATTENDEE_ID_BASE + 1, ev.form);
+    let p = crate::State::persona_of(ev, a);
     let ticket = ev.tickets.get(a.ticket as usize);
     let price = ticket.map_or(0, |t| t.price);
     let record = AttendeeJson {

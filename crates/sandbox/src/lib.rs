@@ -31,6 +31,7 @@
 //! ```
 
 mod api;
+mod exports;
 pub mod faults;
 mod persona;
 
@@ -74,6 +75,8 @@ pub struct SandboxConfig {
     pub atm_pay_per_step: f64,
     /// Probability per step that one paid attendee is refunded.
     pub refund_share: f64,
+    /// Share of new orders that buy two or three tickets (one contact person).
+    pub multi_ticket_share: f64,
 }
 
 /// One simulated event.
@@ -188,6 +191,9 @@ impl SandboxConfig {
             atm_share: 0.2,
             atm_pay_per_step: 0.5,
             refund_share: 0.05,
+            // Off by default: every address is then one buyer, which the crash suites rely
+            // on to count mails per address. `autopilot dev --sandbox` turns it on.
+            multi_ticket_share: 0.0,
         }
     }
 
@@ -214,6 +220,7 @@ impl SandboxConfig {
             atm_share: 0.0,
             atm_pay_per_step: 0.0,
             refund_share: 0.0,
+            multi_ticket_share: 0.0,
         }
     }
 }
@@ -333,6 +340,8 @@ struct Attendee {
     atm: bool,
     refunded: bool,
     corruption: Option<Corruption>,
+    /// The first attendee of a multi-ticket order: its contact person is this one's too.
+    order_lead: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -401,6 +410,24 @@ pub(crate) struct State {
     stats: RequestStats,
     /// Chaos tests only: `None` passes every request through.
     faults: Option<faults::Injector>,
+    multi_ticket_share: f64,
+    /// What changed since the last [`Sandbox::take_changes`], when recorded.
+    changes: Option<Vec<Change>>,
+    /// Steps taken since creation (for replaying a restarted sandbox).
+    steps: u64,
+    webhook_batches: u64,
+}
+
+/// A change a KKTIX webhook would announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These attendees (one order) were paid.
+    Paid {
+        event_id: u64,
+        attendee_ids: Vec<u64>,
+    },
+    /// This attendee's ticket was refunded.
+    Refunded { event_id: u64, attendee_id: u64 },
 }
 
 fn probability(p: f64) -> f64 {
@@ -479,6 +506,10 @@ impl State {
             now_ms: SIM_EPOCH_MS - BACKFILL_MS,
             stats: RequestStats::default(),
             faults: None,
+            multi_ticket_share: probability(config.multi_ticket_share),
+            changes: None,
+            steps: 0,
+            webhook_batches: 0,
         };
         let today = today_taipei();
         let (mut upcoming, mut past) = (0i64, 0i64);
@@ -628,7 +659,82 @@ impl State {
             atm,
             refunded: false,
             corruption: None,
+            order_lead: None,
         });
+        if paid {
+            self.record(Change::Paid {
+                event_id: self.events[event].id,
+                attendee_ids: vec![id],
+            });
+        }
+        Some(id)
+    }
+
+    fn record(&mut self, change: Change) {
+        if let Some(changes) = &mut self.changes {
+            // One order's tickets are announced together.
+            if let (
+                Change::Paid {
+                    event_id,
+                    attendee_ids,
+                },
+                Some(Change::Paid {
+                    event_id: last_event,
+                    attendee_ids: last_ids,
+                }),
+            ) = (&change, changes.last_mut())
+            {
+                let same_order = *event_id == *last_event
+                    && self
+                        .events
+                        .iter()
+                        .find(|e| e.id == *event_id)
+                        .and_then(|ev| {
+                            let a = ev.attendee(*attendee_ids.first()?)?;
+                            let b = ev.attendee(*last_ids.first()?)?;
+                            Some(a.order_no == b.order_no)
+                        })
+                        .unwrap_or(false);
+                if same_order {
+                    last_ids.extend(attendee_ids);
+                    return;
+                }
+            }
+            changes.push(change);
+        }
+    }
+
+    /// One more ticket in the order of `lead` (same contact person, same payment state).
+    fn add_to_order(&mut self, event: usize, lead: u64) -> Option<u64> {
+        let ev = &self.events[event];
+        let lead_attendee = ev.attendee(lead)?.clone();
+        let candidates: Vec<usize> = (0..ev.tickets.len())
+            .filter(|&t| ev.has_capacity(t))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let ticket = candidates[self.rng.random_range(0..candidates.len())];
+        let id = self.next_attendee_id;
+        self.next_attendee_id += 1;
+        let ev = &mut self.events[event];
+        let reg_no = ev.next_reg_no;
+        ev.next_reg_no += 1;
+        ev.sold[ticket] = ev.sold[ticket].saturating_add(1);
+        ev.attendees.push(Attendee {
+            id,
+            ticket: u32::try_from(ticket).unwrap_or(u32::MAX),
+            reg_no,
+            order_lead: Some(lead),
+            corruption: None,
+            ..lead_attendee
+        });
+        if lead_attendee.paid {
+            self.record(Change::Paid {
+                event_id: self.events[event].id,
+                attendee_ids: vec![id],
+            });
+        }
         Some(id)
     }
 
@@ -641,10 +747,23 @@ impl State {
             _ => return false,
         }
         let now = self.tick();
-        if let Some(a) = self.events[e].attendee_mut(attendee_id) {
+        // An ATM transfer pays the whole order.
+        let order_no = self.events[e].attendee(attendee_id).map(|a| a.order_no);
+        let mut paid = Vec::new();
+        for a in self.events[e]
+            .attendees
+            .iter_mut()
+            .filter(|a| Some(a.order_no) == order_no && !a.paid && !a.refunded)
+        {
             a.paid = true;
             a.updated_ms = now;
+            paid.push(a.id);
         }
+        let event_id = self.events[e].id;
+        self.record(Change::Paid {
+            event_id,
+            attendee_ids: paid,
+        });
         true
     }
 
@@ -667,12 +786,18 @@ impl State {
         if let Some(slot) = ticket.and_then(|t| ev.sold.get_mut(t)) {
             *slot = slot.saturating_sub(1);
         }
+        let event_id = ev.id;
+        self.record(Change::Refunded {
+            event_id,
+            attendee_id,
+        });
         true
     }
 
     fn step(&mut self) -> StepReport {
         let mut report = StepReport::default();
         self.now_ms += STEP_MS;
+        self.steps += 1;
 
         // 1. Outstanding orders get paid (before new orders, so a new ATM
         //    order is always paid in a later step).
@@ -744,15 +869,36 @@ impl State {
             } else {
                 Order::Card
             };
-            if self.create_attendee(event, order, true, false).is_some() {
+            if let Some(lead) = self.create_attendee(event, order, true, false) {
                 report.purchased += 1;
+                if self.multi_ticket_share > 0.0 && self.rng.random_bool(self.multi_ticket_share) {
+                    let more = self.rng.random_range(1..=2);
+                    for _ in 0..more {
+                        if self.add_to_order(event, lead).is_some() {
+                            report.purchased += 1;
+                        }
+                    }
+                }
             }
         }
         report
     }
 
+    /// The attendee's persona: for a later ticket of a multi-ticket order, the order's contact
+    /// person with the ticket's own check-in code and QR code.
+    pub(crate) fn persona_of(ev: &Event, a: &Attendee) -> persona::Persona {
+        let unique = a.order_lead.unwrap_or(a.id) - ATTENDEE_ID_BASE + 1;
+        let mut p = persona::persona(a.persona_seed, unique, ev.form);
+        if a.order_lead.is_some() {
+            let (checkin_code, qrcode) = persona::ticket_codes(a.persona_seed ^ a.id);
+            p.checkin_code = checkin_code;
+            p.qrcode = qrcode;
+        }
+        p
+    }
+
     fn attendee_truth(ev: &Event, a: &Attendee) -> AttendeeTruth {
-        let p = persona::persona(a.persona_seed, a.id - ATTENDEE_ID_BASE + 1, ev.form);
+        let p = Self::persona_of(ev, a);
         let ticket = ev.tickets.get(a.ticket as usize);
         AttendeeTruth {
             id: a.id,

@@ -298,6 +298,12 @@ fn address(rng: &mut StdRng) -> String {
     }
 }
 
+/// A ticket's own check-in code and QR code, for a later ticket of an order.
+pub(crate) fn ticket_codes(seed: u64) -> (String, String) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (hex(&mut rng, 4, true), hex(&mut rng, 32, false))
+}
+
 /// Derive a persona. `unique` must be unique per attendee (it goes into the
 /// email so every attendee has a distinct address).
 pub(crate) fn persona(seed: u64, unique: u64, form: FormKind) -> Persona {

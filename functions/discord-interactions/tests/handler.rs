@@ -12,12 +12,12 @@ use autopilot_core::api::Api;
 use autopilot_core::discord::bot::{BotSettings, DiscordBot};
 use autopilot_core::discord::operations::Operations;
 use autopilot_core::discord::rest::DiscordApi;
-use autopilot_core::reconcile::{ResendReport, RunSummary};
+use autopilot_core::reconcile::{ImportRequest, ResendReport, RunSummary};
 use autopilot_core::report::ReportSettings;
 use autopilot_core::selection::CategoryRules;
 use autopilot_core::store::{
-    AttendeeKey, AttendeeRow, EventRecord, LookupField, SaleRecord, SqliteStore, StoreError,
-    Warehouse,
+    AttendeeKey, AttendeeRow, EventRecord, LookupField, PipelineTable, SaleRecord, SqliteStore,
+    StoreError, Warehouse,
 };
 use autopilot_core::upstream::{HttpOptions, RetryPolicy};
 use chrono::{TimeZone, Utc};
@@ -78,12 +78,28 @@ impl Warehouse for SlowWarehouse {
     ) -> Result<(), StoreError> {
         self.inner.mark_cancelled(table, keys, at).await
     }
+    async fn upsert_pipeline_rows(
+        &self,
+        layout: &PipelineTable,
+        rows: &[AttendeeRow],
+    ) -> Result<(), StoreError> {
+        self.inner.upsert_pipeline_rows(layout, rows).await
+    }
+    async fn mark_pipeline_refunded(
+        &self,
+        layout: &PipelineTable,
+        keys: &[AttendeeKey],
+    ) -> Result<(), StoreError> {
+        self.inner.mark_pipeline_refunded(layout, keys).await
+    }
 }
 
 #[derive(Default)]
 struct FakeOperations {
     polls: AtomicUsize,
     resends: AtomicUsize,
+    /// What `/autopilot import` handed over.
+    imports: std::sync::Mutex<Vec<ImportRequest>>,
 }
 
 #[async_trait]
@@ -110,6 +126,12 @@ impl Operations for FakeOperations {
             message_id: Some("<1@mg>".into()),
         })
     }
+    async fn import(&self, request: ImportRequest) -> Result<RunSummary, String> {
+        self.imports.lock().unwrap().push(request);
+        let mut summary = self.poll().await?;
+        summary.kind = "import".into();
+        Ok(summary)
+    }
 }
 
 struct Bot {
@@ -130,6 +152,7 @@ async fn store_with_sales() -> Arc<SqliteStore> {
             start_at: None,
             end_at: None,
             last_seen: Utc::now(),
+            source: None,
         }])
         .await
         .unwrap();

@@ -27,10 +27,7 @@ async fn poller() -> (Poller, Arc<SqliteStore>, RunningSandbox) {
         .await
         .unwrap();
     let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let stores = Stores {
-        warehouse: store.clone(),
-        ledger: store.clone(),
-    };
+    let stores = Stores::sqlite(store.clone());
     let settings = Settings::load(&|_| None).unwrap();
     let reconciler = Arc::new(
         build_reconciler(

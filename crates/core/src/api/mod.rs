@@ -7,6 +7,7 @@
 
 mod access;
 mod events;
+mod intake;
 mod mail;
 mod poller;
 
@@ -20,6 +21,7 @@ use subtle::ConstantTimeEq;
 
 use crate::access::AccessService;
 use crate::discord::bot::DiscordBot;
+use crate::intake::Receiver;
 use crate::mail::MailService;
 use crate::pii::Sensitive;
 use crate::reconcile::Reconciler;
@@ -32,6 +34,16 @@ pub type HttpResponse = http::Response<Bytes>;
 /// [`MAX_BATCH`] admissions or invitations.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// `POST /import` carries two CSV exports: up to what a Lambda invocation may carry (6 MB,
+/// base64 included); larger exports go through `autopilot import` in process.
+pub const MAX_IMPORT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The largest body any route accepts; the local server reads no more than this.
+pub const MAX_ANY_BODY_BYTES: usize = MAX_IMPORT_BYTES;
+
+/// A KKTIX webhook batch, sealed and base64-encoded, must fit one queue message (1 MiB).
+pub const MAX_WEBHOOK_BYTES: usize = 512 * 1024;
+
 /// Admissions, revocations or invitations per request, as the poller batches them.
 pub const MAX_BATCH: usize = 1000;
 
@@ -41,6 +53,8 @@ pub enum Auth {
     None,
     OpsToken,
     DiscordSignature,
+    /// A secret in the path (`/kktix/webhook/{token}`): an unknown one is a plain 404.
+    PathToken,
 }
 
 /// One gateway route, as DESIGN.md lists it. `openapi.yaml` is checked against this table.
@@ -107,7 +121,28 @@ pub const ROUTES: &[RouteSpec] = &[
         function: "mailer",
         auth: Auth::OpsToken,
     },
+    RouteSpec {
+        method: "POST",
+        path: "/import",
+        function: "kktix-poller",
+        auth: Auth::OpsToken,
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/kktix/webhook/{token}",
+        function: "receiver",
+        auth: Auth::PathToken,
+    },
 ];
+
+/// The body limit of one route.
+fn body_limit(path: &str) -> usize {
+    match path {
+        "/import" => MAX_IMPORT_BYTES,
+        "/kktix/webhook/{token}" => MAX_WEBHOOK_BYTES,
+        _ => MAX_BODY_BYTES,
+    }
+}
 
 /// The handlers one deployment serves: a function binary enables its own, `autopilot dev`
 /// enables all of them.
@@ -118,6 +153,7 @@ pub struct Api {
     authorizer: Option<Arc<dyn AccessService>>,
     mailer: Option<Arc<dyn MailService>>,
     discord: Option<Arc<DiscordBot>>,
+    receiver: Option<Arc<Receiver>>,
     reports: ReportSettings,
     recently_ended_days: i64,
 }
@@ -162,11 +198,17 @@ impl Api {
         self
     }
 
+    /// The routes that must answer at once (the KKTIX webhook) and queue for the poller.
+    pub fn with_receiver(mut self, receiver: Arc<Receiver>) -> Self {
+        self.receiver = Some(receiver);
+        self
+    }
+
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
-        if request.body().len() > MAX_BODY_BYTES {
+        if request.body().len() > MAX_ANY_BODY_BYTES {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                &format!("request body is larger than {MAX_ANY_BODY_BYTES} bytes"),
             );
         }
         let path = request.uri().path().trim_end_matches('/');
@@ -197,6 +239,13 @@ impl Api {
             }
             return response;
         };
+        let limit = body_limit(route.path);
+        if request.body().len() > limit {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is larger than {limit} bytes"),
+            );
+        }
         if route.auth == Auth::OpsToken {
             if let Err(reason) = self.check_ops_token(&request) {
                 let mut response = error_response(StatusCode::UNAUTHORIZED, reason);
@@ -208,6 +257,14 @@ impl Api {
         }
         if let ("/discord/interactions", Some(bot)) = (route.path, &self.discord) {
             return bot.handle(&request).await;
+        }
+        if let ("/kktix/webhook/{token}", Some(receiver)) = (route.path, &self.receiver) {
+            return intake::webhook(
+                receiver,
+                slug.as_deref().unwrap_or_default(),
+                request.body(),
+            )
+            .await;
         }
         let body = request.body();
         let slug = slug.as_deref().unwrap_or_default();
@@ -222,6 +279,7 @@ impl Api {
                 events::report(reconciler, slug, request.uri().query()).await
             }
             ("/poll", Some(reconciler), _, _) => poller::poll(reconciler, body).await,
+            ("/import", Some(reconciler), _, _) => intake::import(reconciler, &request).await,
             ("/healthz", Some(reconciler), _, _) => poller::healthz(reconciler).await,
             ("/authorize", _, Some(authorizer), _) => {
                 access::authorize(authorizer.as_ref(), body).await
@@ -238,6 +296,7 @@ impl Api {
             "authorizer" => self.authorizer.is_some(),
             "mailer" => self.mailer.is_some(),
             "discord-interactions" => self.discord.is_some(),
+            "receiver" => self.receiver.is_some(),
             _ => false,
         }
     }
@@ -266,8 +325,8 @@ impl Api {
     }
 }
 
-/// Whether `path` fits `pattern` (`{slug}` matches one non-empty segment, percent-decoded);
-/// the slug, if the pattern has one.
+/// Whether `path` fits `pattern` (a `{…}` segment matches one non-empty segment,
+/// percent-decoded); that segment, if the pattern has one.
 fn match_path(pattern: &str, path: &str) -> Option<Option<String>> {
     let mut wanted = pattern.split('/');
     let mut given = path.split('/');
@@ -275,7 +334,11 @@ fn match_path(pattern: &str, path: &str) -> Option<Option<String>> {
     loop {
         match (wanted.next(), given.next()) {
             (None, None) => return Some(slug),
-            (Some("{slug}"), Some(segment)) if !segment.is_empty() => {
+            (Some(parameter), Some(segment))
+                if parameter.starts_with('{')
+                    && parameter.ends_with('}')
+                    && !segment.is_empty() =>
+            {
                 let decoded = url::form_urlencoded::parse(format!("s={segment}").as_bytes())
                     .next()
                     .map(|(_, v)| v.into_owned())?;

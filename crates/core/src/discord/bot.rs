@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use super::model::{
     option_str, Choice, Embed, EmbedField, Interaction, InteractionResponse, InteractionType,
-    ResponseData,
+    ResolvedAttachment, ResponseData,
 };
 use super::operations::Operations;
 use super::rest::{Attachment, DiscordApi};
@@ -280,6 +280,27 @@ impl DiscordBot {
                         )
                         .await
                     }
+                    "import" => {
+                        let event = option_str(options, "event").unwrap_or_default().to_owned();
+                        let attendees = data.attachment(options, "attendees").cloned();
+                        let orders = data.attachment(options, "orders").cloned();
+                        let Some(attendees) = attendees else {
+                            return InteractionResponse::ephemeral(
+                                "請附上參加人報表 / Attach the attendees export (CSV).",
+                            );
+                        };
+                        let api = self.api.clone();
+                        self.respond(
+                            interaction,
+                            false,
+                            false,
+                            Box::pin(async move {
+                                import(api.as_ref(), operations.as_ref(), event, attendees, orders)
+                                    .await
+                            }),
+                        )
+                        .await
+                    }
                     _ => InteractionResponse::ephemeral(UNKNOWN),
                 }
             }
@@ -389,6 +410,66 @@ async fn edit_original(api: &DiscordApi, token: &str, reply: &Reply, ephemeral: 
         .await
     {
         tracing::error!(%error, "could not finish a deferred Discord reply");
+    }
+}
+
+/// `/autopilot import`: the attachments are fetched from Discord's CDN and handed to the
+/// poller, which answers with the import's summary (counts and ids only).
+async fn import(
+    api: &DiscordApi,
+    operations: &dyn Operations,
+    event: String,
+    attendees: ResolvedAttachment,
+    orders: Option<ResolvedAttachment>,
+) -> Reply {
+    let limit = crate::api::MAX_IMPORT_BYTES;
+    for file in std::iter::once(&attendees).chain(orders.as_ref()) {
+        if file.size as usize > limit {
+            return Reply::text(format!(
+                "⚠️ {} 太大 / is too large ({} bytes; at most {limit}): use `autopilot import`",
+                file.filename, file.size
+            ));
+        }
+    }
+    let attendees_bytes = match api.download_attachment(&attendees.url, limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            return Reply::text(format!(
+                "⚠️ 無法讀取附件 / Could not fetch the attendees export: {error}"
+            ))
+        }
+    };
+    let orders_bytes = match &orders {
+        Some(file) => match api.download_attachment(&file.url, limit).await {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                return Reply::text(format!(
+                    "⚠️ 無法讀取附件 / Could not fetch the orders export: {error}"
+                ))
+            }
+        },
+        None => None,
+    };
+    let request = crate::reconcile::ImportRequest {
+        event,
+        attendees: attendees_bytes,
+        orders: orders_bytes,
+    };
+    match operations.import(request).await {
+        Ok(summary) => {
+            let mut text = format!("📥 已匯入 / Imported: {summary}");
+            for skipped in summary.skipped.iter().take(10) {
+                text.push_str(&format!(
+                    "\n• skipped attendee {}: {}",
+                    skipped.attendee_id, skipped.reason
+                ));
+            }
+            for error in summary.errors.iter().take(5) {
+                text.push_str(&format!("\n• error: {error}"));
+            }
+            Reply::text(text)
+        }
+        Err(error) => Reply::text(format!("⚠️ 匯入失敗 / The import failed: {error}")),
     }
 }
 

@@ -276,9 +276,46 @@ pub struct CommandData {
     pub name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<CommandOption>,
+    /// Objects the options refer to by id, such as uploaded attachments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+}
+
+/// `resolved` of an interaction's data (the part we use: attachments).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// By attachment id (a snowflake, as a string).
+    #[serde(default)]
+    pub attachments: std::collections::BTreeMap<String, ResolvedAttachment>,
+}
+
+/// A file uploaded as an attachment option.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedAttachment {
+    /// Snowflake, as a string.
+    pub id: String,
+    pub filename: String,
+    /// Bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// Where Discord's CDN serves it.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
 }
 
 impl CommandData {
+    /// The attachment an attachment option names.
+    pub fn attachment(&self, options: &[CommandOption], name: &str) -> Option<&ResolvedAttachment> {
+        let id = find_option(options, name)?.value.as_ref()?;
+        let id = match id {
+            Value::String(id) => id.clone(),
+            Value::Number(id) => id.to_string(),
+            _ => return None,
+        };
+        self.resolved.as_ref()?.attachments.get(&id)
+    }
+
     /// The invoked subcommand and its options, e.g. `("status", [slug])` for
     /// `/event status slug:…`. `None` when the command has no subcommand.
     pub fn subcommand(&self) -> Option<(&str, &[CommandOption])> {
@@ -932,6 +969,11 @@ impl OptionDefinition {
         Self::base(OptionType::String, name, description, zh_tw)
     }
 
+    /// A file upload parameter.
+    pub fn attachment(name: &str, description: &str, zh_tw: &str) -> Self {
+        Self::base(OptionType::Attachment, name, description, zh_tw)
+    }
+
     /// Makes the parameter required.
     pub fn required(mut self) -> Self {
         self.required = true;
@@ -1092,6 +1134,35 @@ pub fn commands() -> Vec<CommandDefinition> {
                     )
                     .required(),
                 ),
+            )
+            .option(
+                OptionDefinition::subcommand(
+                    "import",
+                    "Import KKTIX's CSV exports of one event",
+                    "匯入單一活動的 KKTIX CSV 報表",
+                )
+                .option(
+                    OptionDefinition::string(
+                        "event",
+                        "KKTIX event id or catalog slug",
+                        "KKTIX 活動編號或設定中的代稱",
+                    )
+                    .required()
+                    .autocomplete(),
+                )
+                .option(
+                    OptionDefinition::attachment(
+                        "attendees",
+                        "The attendees export (CSV)",
+                        "參加人報表（CSV）",
+                    )
+                    .required(),
+                )
+                .option(OptionDefinition::attachment(
+                    "orders",
+                    "The orders export (CSV), optional",
+                    "訂單報表（CSV），可省略",
+                )),
             );
 
     [event, autopilot]
@@ -1407,8 +1478,12 @@ mod tests {
         assert!(commands[0].options[1].options[0].autocomplete);
         assert!(commands[0].options[1].options[0].required);
         assert_eq!(commands[1].name, "autopilot");
-        assert_eq!(names(&commands[1].options), ["poll", "resend"]);
+        assert_eq!(names(&commands[1].options), ["poll", "resend", "import"]);
         assert_eq!(names(&commands[1].options[1].options), ["reference"]);
+        let import = &commands[1].options[2];
+        assert_eq!(names(&import.options), ["event", "attendees", "orders"]);
+        assert_eq!(import.options[1].kind, OptionType::Attachment);
+        assert!(import.options[1].required && !import.options[2].required);
     }
 
     #[test]

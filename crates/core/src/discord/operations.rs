@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::pii::Sensitive;
-use crate::reconcile::{Reconciler, ResendReport, RunSummary};
+use crate::reconcile::{ImportRequest, Reconciler, ResendReport, RunSummary};
 use crate::upstream::{build_client, join_url, HttpOptions, UpstreamError};
 
 #[async_trait]
@@ -17,6 +17,8 @@ pub trait Operations: Send + Sync {
     async fn poll(&self) -> Result<RunSummary, String>;
     /// `reference`: an order number, a registration number or `EVENT_ID/ATTENDEE_ID`.
     async fn resend(&self, reference: &str) -> Result<ResendReport, String>;
+    /// One event's CSV exports, imported by the poller.
+    async fn import(&self, request: ImportRequest) -> Result<RunSummary, String>;
 }
 
 #[async_trait]
@@ -34,6 +36,12 @@ impl Operations for Reconciler {
             .await
             .map_err(|e| e.to_string())
     }
+
+    async fn import(&self, request: ImportRequest) -> Result<RunSummary, String> {
+        Reconciler::import(self, request)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[async_trait]
@@ -44,6 +52,10 @@ impl<T: Operations + ?Sized> Operations for Arc<T> {
 
     async fn resend(&self, reference: &str) -> Result<ResendReport, String> {
         self.as_ref().resend(reference).await
+    }
+
+    async fn import(&self, request: ImportRequest) -> Result<RunSummary, String> {
+        self.as_ref().import(request).await
     }
 }
 
@@ -59,6 +71,7 @@ pub struct PollRequest {
 pub struct RemotePoller {
     http: reqwest::Client,
     url: url::Url,
+    import_url: url::Url,
     ops_token: Sensitive<String>,
 }
 
@@ -71,6 +84,7 @@ impl RemotePoller {
         Ok(Self {
             http: build_client("poller", options.timeout)?,
             url: join_url("poller", base_url, "/poll")?,
+            import_url: join_url("poller", base_url, "/import")?,
             ops_token,
         })
     }
@@ -78,20 +92,22 @@ impl RemotePoller {
     /// The poller's JSON answer, success or not: its error bodies are ours and carry no
     /// personal data, so their message is worth showing the operator.
     async fn call(&self, request: &PollRequest) -> Result<serde_json::Value, String> {
-        let response = self
+        let request = self
             .http
             .post(self.url.clone())
             .bearer_auth(self.ops_token.expose())
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "the poller did not answer in time".to_owned()
-                } else {
-                    "could not reach the poller".to_owned()
-                }
-            })?;
+            .json(request);
+        self.answer(request).await
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                "the poller did not answer in time".to_owned()
+            } else {
+                "could not reach the poller".to_owned()
+            }
+        })?;
         let status = response.status();
         let body: serde_json::Value = response
             .json()
@@ -122,5 +138,30 @@ impl Operations for RemotePoller {
             })
             .await?;
         serde_json::from_value(answer).map_err(|e| format!("the poller's answer: {e}"))
+    }
+
+    /// `POST /import`, multipart: the same form an operator's curl sends.
+    async fn import(&self, request: ImportRequest) -> Result<RunSummary, String> {
+        let mut form = reqwest::multipart::Form::new()
+            .text("event", request.event)
+            .part(
+                "attendees",
+                reqwest::multipart::Part::bytes(request.attendees).file_name("attendees.csv"),
+            );
+        if let Some(orders) = request.orders {
+            form = form.part(
+                "orders",
+                reqwest::multipart::Part::bytes(orders).file_name("orders.csv"),
+            );
+        }
+        let request = self
+            .http
+            .post(self.import_url.clone())
+            .bearer_auth(self.ops_token.expose())
+            // An import of a large event takes longer than a poll's answer.
+            .timeout(std::time::Duration::from_secs(120))
+            .multipart(form);
+        let answer = self.answer(request).await?;
+        serde_json::from_value(answer).map_err(|e| format!("the poller's summary: {e}"))
     }
 }

@@ -101,6 +101,42 @@ impl DiscordApi {
             .map(|_| ())
     }
 
+    /// Downloads a file a user attached to a command, from Discord's CDN only (or the
+    /// configured API host, for tests): the URL comes from the interaction and must not be
+    /// able to point this function anywhere else. At most `max_bytes`.
+    pub async fn download_attachment(
+        &self,
+        url: &str,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let refused = |reason: &str| UpstreamError::Malformed {
+            upstream: UPSTREAM,
+            reason: reason.to_owned(),
+        };
+        let parsed =
+            url::Url::parse(url).map_err(|_| refused("an attachment URL that does not parse"))?;
+        let own_host = url::Url::parse(&self.base)
+            .ok()
+            .and_then(|base| base.host_str().map(str::to_owned));
+        let host = parsed.host_str().unwrap_or_default();
+        let allowed = matches!(host, "cdn.discordapp.com" | "media.discordapp.net")
+            && parsed.scheme() == "https"
+            || own_host.as_deref() == Some(host);
+        if !allowed {
+            return Err(refused("an attachment URL outside Discord's CDN"));
+        }
+        let success = self
+            .upstream
+            .send("the attachment", || self.http.get(parsed.clone()))
+            .await?;
+        if success.body.len() > max_bytes {
+            return Err(refused(&format!(
+                "the attachment is larger than {max_bytes} bytes"
+            )));
+        }
+        Ok(success.body.to_vec())
+    }
+
     fn commands_url(&self, guild: Option<&str>) -> Result<url::Url, UpstreamError> {
         let path = match guild {
             Some(guild) => format!(

@@ -5,38 +5,43 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{FailureTally, Reconciler, RunState, SkippedRecord};
+use super::{FailureTally, Reconciler, RunState, SelectedEvent, SkippedRecord};
 use crate::access::{AccessRequest, GrantOutcome};
+use crate::contacts::ContactCard;
 use crate::kktix::{AttendeeFetch, HostingEvent};
 use crate::mail::{Invitation, MailOutcome};
 use crate::pii::{EmailAddress, Sensitive};
-use crate::store::{Admission, AttendeeKey, AttendeeRow, GrantRecord, LedgerEntry, Step};
+use crate::store::{
+    Admission, AttendeeKey, AttendeeRow, GrantRecord, LedgerEntry, SealedContact, Step,
+};
 
 /// A paid attendee on the way to an invitation; holds contact details only in memory.
-struct Candidate {
-    key: AttendeeKey,
-    email: Option<EmailAddress>,
-    email_hash: Option<String>,
-    name: Sensitive<String>,
-    ticket_name: String,
-    checkin_code: Option<String>,
-    reg_no: Option<u64>,
-    grant: Option<GrantRecord>,
-    needs_grant: bool,
-    needs_mail: bool,
+pub(super) struct Candidate {
+    pub key: AttendeeKey,
+    pub email: Option<EmailAddress>,
+    pub email_hash: Option<String>,
+    pub name: Sensitive<String>,
+    pub ticket_name: String,
+    pub checkin_code: Option<String>,
+    pub reg_no: Option<u64>,
+    pub grant: Option<GrantRecord>,
+    pub needs_grant: bool,
+    pub needs_mail: bool,
 }
 
 impl Reconciler {
     /// Returns false when a store failure means the event's run must stop here.
     pub(super) async fn admit_chunk(
         &self,
-        event: &HostingEvent,
+        selected: &SelectedEvent,
         table: &str,
         admissions: &HashMap<u64, Admission>,
         fetched: Vec<(u64, AttendeeFetch)>,
         state: &mut RunState,
     ) -> bool {
+        let event = &selected.event;
         let event_id = event.id;
+        let mut sealed = Vec::new();
         let stages = self.stages();
         let backoff = self.options.step_backoff;
         let mut rows = Vec::new();
@@ -71,6 +76,25 @@ impl Reconciler {
             };
             let contact = self.privacy.contact(&attendee);
             let email_hash = contact.email.as_ref().map(EmailAddress::hash);
+            // What a CSV file or a webhook batch said cannot be read again: keep it sealed.
+            if let (Some(vault), Some(email)) = (&self.vault, &contact.email) {
+                let card = ContactCard {
+                    email: email.expose().to_owned(),
+                    name: contact
+                        .name
+                        .as_ref()
+                        .map(|name| name.expose().clone())
+                        .unwrap_or_default(),
+                    ticket_name: attendee.ticket_name.clone(),
+                    checkin_code: attendee.checkin_code.clone(),
+                    reg_no: attendee.reg_no,
+                };
+                sealed.push(SealedContact {
+                    key,
+                    sealed: vault.sealer.seal(key, &card),
+                    sealed_at: state.now,
+                });
+            }
             if !attendee.is_paid {
                 state.summary.pending += 1;
                 if !known.is_some_and(|a| a.awaiting_payment && !a.cancelled) {
@@ -138,6 +162,16 @@ impl Reconciler {
             }
         }
 
+        // Contacts first: a grant or mail that fails below is retried from them.
+        if let Some(vault) = &self.vault {
+            if let Err(error) = vault.store.put_contacts(&sealed).await {
+                state.failed(
+                    "store",
+                    format!("event {event_id}: keeping the sealed contacts: {error}"),
+                );
+                return false;
+            }
+        }
         // Load: the warehouse first, then the ledger. A crash in between loads the rows again
         // next run, which the upsert makes harmless.
         if !rows.is_empty() {
@@ -147,6 +181,16 @@ impl Reconciler {
                     format!("event {event_id}: loading the warehouse: {error}"),
                 );
                 return false;
+            }
+            let layout = &self.categories.pipeline_table;
+            if layout.enabled {
+                if let Err(error) = self.warehouse.upsert_pipeline_rows(layout, &rows).await {
+                    state.failed(
+                        "store",
+                        format!("event {event_id}: loading {}: {error}", layout.table),
+                    );
+                    return false;
+                }
             }
         }
         if !self.record(entries, state).await {
@@ -164,7 +208,7 @@ impl Reconciler {
     }
 
     /// Grants access to every candidate that needs it, in one call, and records each outcome.
-    async fn grant(
+    pub(super) async fn grant(
         &self,
         event: &HostingEvent,
         candidates: &mut [Candidate],
@@ -244,7 +288,7 @@ impl Reconciler {
     }
 
     /// Mails every candidate whose access is in place (or who needs none) and records each.
-    async fn mail(
+    pub(super) async fn mail(
         &self,
         event: &HostingEvent,
         candidates: Vec<Candidate>,

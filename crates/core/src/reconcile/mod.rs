@@ -11,20 +11,26 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::access::AccessService;
+use crate::contacts::Sealer;
 use crate::deidentify::PrivacyRules;
+use crate::intake::{CsvMapping, IntakeQueue, WebhookMapping};
 use crate::kktix::{HostingEvent, KktixClient};
 use crate::mail::MailService;
 use crate::notify::Notifier;
-use crate::selection::{CategoryRules, EventSelector};
+use crate::selection::{CategoryRules, Door, EventSelector};
 use crate::store::{
-    Admission, AttendeeKey, EventRecord, Ledger, LedgerEntry, Stages, Step, Warehouse,
+    Admission, AttendeeKey, ContactVault, EventRecord, Ledger, LedgerEntry, Stages, Step, Warehouse,
 };
 
 mod admit;
+mod event;
+mod intake;
 mod notice;
+mod pending;
 mod resend;
 mod revoke;
 
+pub use intake::{ImportFailure, ImportRequest, ShredReport};
 pub use notice::compose_notice;
 pub use resend::{ResendError, ResendReport};
 
@@ -32,10 +38,11 @@ pub use resend::{ResendError, ResendReport};
 /// batch of new buyers costs one guest-list call and one Mailgun call.
 const FETCH_CHUNK: usize = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     /// Everything that could be done was done (broken records are reported, not failures).
+    #[default]
     Ok,
     /// Some steps failed and stay pending for the next run.
     Partial,
@@ -62,9 +69,13 @@ pub struct SkippedRecord {
 }
 
 /// What one run did. Holds counts, ids and reasons only: never personal data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub run_id: String,
+    /// `poll` (every selected event: the schedule, `POST /poll`), `import` (one CSV import) or
+    /// `webhook` (the events a webhook batch named). Only `poll` runs count for `/healthz`.
+    #[serde(default = "poll_kind")]
+    pub kind: String,
     pub started_at: DateTime<Utc>,
     pub duration_ms: u64,
     pub outcome: RunOutcome,
@@ -108,13 +119,44 @@ pub struct RunSummary {
     /// Whether the channel was told of a failure not yet followed by a recovery notice.
     #[serde(default)]
     pub alerting: bool,
+    /// Things the channel must hear of once, whatever the failure streaks say (a webhook body
+    /// not understood, an event slug nobody mapped). Ids, counts and key paths only.
+    #[serde(default)]
+    pub alerts: Vec<String>,
+}
+
+fn poll_kind() -> String {
+    RunKind::Poll.as_str().to_owned()
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Poll,
+    Import,
+    Webhook,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Import => "import",
+            Self::Webhook => "webhook",
+        }
+    }
 }
 
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.kind == RunKind::Poll.as_str() || self.kind.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.kind)
+        };
         write!(
             f,
-            "{} {}: {} events, {} new paid, {} pending, {} refunded, {} granted, {} mailed, {} revoked, {} skipped, {} errors, {} KKTIX requests, {} ms",
+            "{} {}{kind}: {} events, {} new paid, {} pending, {} refunded, {} granted, {} mailed, {} revoked, {} skipped, {} errors, {} KKTIX requests, {} ms",
             self.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
             self.outcome.as_str(),
             self.events,
@@ -155,22 +197,49 @@ impl Default for ReconcileOptions {
     }
 }
 
+/// Sealed contacts: where they are kept and the keys that seal and open them.
+#[derive(Clone)]
+pub struct Vault {
+    pub store: Arc<dyn ContactVault>,
+    pub sealer: Sealer,
+}
+
+/// How CSV exports and webhook batches are read.
+#[derive(Debug, Clone, Default)]
+pub struct IntakeMappings {
+    pub csv: CsvMapping,
+    pub webhook: WebhookMapping,
+}
+
 pub struct Reconciler {
-    kktix: KktixClient,
+    /// The hosting API, when this deployment has a KKTIX token.
+    kktix: Option<KktixClient>,
     warehouse: Arc<dyn Warehouse>,
     ledger: Arc<dyn Ledger>,
+    vault: Option<Vault>,
+    queue: Option<Arc<dyn IntakeQueue>>,
     selector: EventSelector,
     categories: CategoryRules,
     privacy: PrivacyRules,
+    mappings: IntakeMappings,
     access: Option<Arc<dyn AccessService>>,
     mail: Option<Arc<dyn MailService>>,
     notifier: Option<Arc<dyn Notifier>>,
     options: ReconcileOptions,
     running: tokio::sync::Mutex<()>,
+    /// Whether `CONTACT_KEY` opens what the store holds: checked once, on the first run.
+    vault_checked: tokio::sync::OnceCell<Result<(), String>>,
+}
+
+/// An event this run looks at, and the door its attendees come through.
+#[derive(Debug, Clone)]
+pub(crate) struct SelectedEvent {
+    pub event: HostingEvent,
+    pub door: Door,
 }
 
 /// Counts and findings of the run in progress.
-struct RunState {
+pub(crate) struct RunState {
     run_id: String,
     now: DateTime<Utc>,
     summary: RunSummary,
@@ -179,6 +248,8 @@ struct RunState {
     /// Each fully reconciled event's admissions as they stand after this run's entries, so
     /// the revoke step need not read the ledger again.
     admissions: HashMap<u64, HashMap<u64, Admission>>,
+    started: Instant,
+    requests_before: u64,
 }
 
 impl RunState {
@@ -238,6 +309,7 @@ impl FailureTally {
 }
 
 impl Reconciler {
+    /// The loop reading the hosting API (and any other door configured later).
     pub fn new(
         kktix: KktixClient,
         warehouse: Arc<dyn Warehouse>,
@@ -246,18 +318,35 @@ impl Reconciler {
         categories: CategoryRules,
         privacy: PrivacyRules,
     ) -> Self {
+        let mut reconciler = Self::without_api(warehouse, ledger, selector, categories, privacy);
+        reconciler.kktix = Some(kktix);
+        reconciler
+    }
+
+    /// The loop of a deployment without a KKTIX token: CSV and webhook doors only.
+    pub fn without_api(
+        warehouse: Arc<dyn Warehouse>,
+        ledger: Arc<dyn Ledger>,
+        selector: EventSelector,
+        categories: CategoryRules,
+        privacy: PrivacyRules,
+    ) -> Self {
         Self {
-            kktix,
+            kktix: None,
             warehouse,
             ledger,
+            vault: None,
+            queue: None,
             selector,
             categories,
             privacy,
+            mappings: IntakeMappings::default(),
             access: None,
             mail: None,
             notifier: None,
             options: ReconcileOptions::default(),
             running: tokio::sync::Mutex::new(()),
+            vault_checked: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -284,6 +373,23 @@ impl Reconciler {
         self
     }
 
+    /// Keep contacts sealed with `CONTACT_KEY`: the CSV and webhook doors need it.
+    pub fn with_vault(mut self, vault: Vault) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// Where webhook batches (and attendee-page requests) wait for this loop.
+    pub fn with_queue(mut self, queue: Arc<dyn IntakeQueue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    pub fn with_mappings(mut self, mappings: IntakeMappings) -> Self {
+        self.mappings = mappings;
+        self
+    }
+
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
         &self.ledger
     }
@@ -294,6 +400,27 @@ impl Reconciler {
 
     pub fn categories(&self) -> &CategoryRules {
         &self.categories
+    }
+
+    pub fn selector(&self) -> &EventSelector {
+        &self.selector
+    }
+
+    pub fn queue(&self) -> Option<&Arc<dyn IntakeQueue>> {
+        self.queue.as_ref()
+    }
+
+    pub fn vault(&self) -> Option<&Vault> {
+        self.vault.as_ref()
+    }
+
+    /// The door of events nothing configures: the API when there is a token, else CSV.
+    pub fn fallback_door(&self) -> Door {
+        if self.kktix.is_some() {
+            Door::Api
+        } else {
+            Door::Csv
+        }
     }
 
     fn stages(&self) -> Stages {
@@ -315,67 +442,37 @@ impl Reconciler {
         self.run_locked().await
     }
 
-    async fn run_locked(&self) -> RunSummary {
-        let started = Instant::now();
+    fn begin(&self, kind: RunKind) -> RunState {
         let started_at = Utc::now();
-        let requests_before = self.kktix.requests_sent();
         let run_id = format!(
             "{}-{:04x}",
             started_at.format("%Y%m%dT%H%M%S%.3fZ"),
             rand::random::<u16>()
         );
-        let mut state = RunState {
+        RunState {
             run_id: run_id.clone(),
             now: started_at,
             recorded: Vec::new(),
             admissions: HashMap::new(),
+            started: Instant::now(),
+            requests_before: self.kktix_requests(),
             summary: RunSummary {
                 run_id,
+                kind: kind.as_str().to_owned(),
                 started_at,
-                duration_ms: 0,
-                outcome: RunOutcome::Ok,
-                events: 0,
-                live: 0,
-                fetched: 0,
-                new_paid: 0,
-                pending: 0,
-                refunded: 0,
-                expired: 0,
-                skipped: Vec::new(),
-                errors: Vec::new(),
-                warnings: Vec::new(),
-                upstream_requests: 0,
-                new_by_ticket: BTreeMap::new(),
-                granted: 0,
-                mailed: 0,
-                revoked: 0,
-                sold: 0,
-                failing: BTreeSet::new(),
-                notice: None,
-                alerting: false,
+                ..RunSummary::default()
             },
-        };
-
-        match self.kktix.hosting_events().await {
-            Ok(listing) => {
-                state.summary.warnings.extend(listing.skipped);
-                let events: Vec<HostingEvent> = listing
-                    .events
-                    .into_iter()
-                    .filter(|event| self.selector.matches(event))
-                    .collect();
-                state.summary.events = events.len() as u64;
-                self.record_events(&events, &mut state).await;
-                for event in &events {
-                    self.reconcile_event(event, &mut state).await;
-                }
-                self.revoke_refunded(&events, &mut state).await;
-            }
-            Err(error) => state.failed(error.upstream(), format!("listing events: {error}")),
         }
+    }
 
-        state.summary.upstream_requests = self.kktix.requests_sent() - requests_before;
-        state.summary.duration_ms = started.elapsed().as_millis() as u64;
+    fn kktix_requests(&self) -> u64 {
+        self.kktix.as_ref().map_or(0, KktixClient::requests_sent)
+    }
+
+    /// Counts the calls, tells the channel, records the run.
+    async fn finish(&self, mut state: RunState) -> RunSummary {
+        state.summary.upstream_requests = self.kktix_requests() - state.requests_before;
+        state.summary.duration_ms = state.started.elapsed().as_millis() as u64;
         self.send_notice(&mut state.summary).await;
         let mut summary = state.summary;
         if let Err(error) = self.ledger.record_run(&summary).await {
@@ -385,6 +482,7 @@ impl Reconciler {
         }
         tracing::info!(
             run_id = %summary.run_id,
+            kind = %summary.kind,
             outcome = summary.outcome.as_str(),
             new_paid = summary.new_paid,
             pending = summary.pending,
@@ -401,108 +499,152 @@ impl Reconciler {
         summary
     }
 
-    async fn reconcile_event(&self, event: &HostingEvent, state: &mut RunState) {
-        let event_id = event.id;
-        state.recorded.clear();
-        let routing = self.categories.route(&event.name);
-        if !routing.matched_rule {
-            state.summary.warnings.push(format!(
-                "event {event_id} matched no category rule; its rows go to {}",
-                routing.table
-            ));
-        }
-
-        let book = match self.kktix.attendance_books(event_id).await {
-            Ok(books) => match books.first() {
-                Some(book) => book.id,
-                None => {
-                    state.partial(
-                        "KKTIX",
-                        format!("event {event_id}: KKTIX lists no attendance book"),
-                    );
-                    return;
+    /// Whether `CONTACT_KEY` (or `CONTACT_KEY_PREVIOUS`) opens every sealed contact the store
+    /// holds; the answer is kept for the process's life.
+    pub async fn check_contact_key(&self) -> Result<(), String> {
+        let Some(vault) = &self.vault else {
+            return Ok(());
+        };
+        self.vault_checked
+            .get_or_init(|| async {
+                let ids = vault
+                    .store
+                    .contact_key_ids()
+                    .await
+                    .map_err(|e| format!("reading the sealed contacts: {e}"))?;
+                let unknown: Vec<&String> =
+                    ids.iter().filter(|id| !vault.sealer.knows(id)).collect();
+                if unknown.is_empty() {
+                    return Ok(());
                 }
-            },
-            Err(error) => {
-                state.partial(error.upstream(), format!("event {event_id}: {error}"));
-                return;
-            }
-        };
-        let live = match self.kktix.attendance_book(event_id, book).await {
-            Ok(live) => live,
-            Err(error) => {
-                state.partial(error.upstream(), format!("event {event_id}: {error}"));
-                return;
-            }
-        };
-        let admissions = match self.ledger.admissions(event_id).await {
-            Ok(admissions) => admissions,
-            Err(error) => {
-                state.failed(
-                    "store",
-                    format!("event {event_id}: reading the ledger: {error}"),
-                );
-                return;
-            }
-        };
-        state.summary.live += live.len() as u64;
-        let live_set: HashSet<u64> = live.iter().copied().collect();
-
-        let stages = self.stages();
-        let to_fetch: Vec<u64> = live
-            .iter()
-            .copied()
-            .filter(|id| match admissions.get(id) {
-                None => true,
-                Some(admission) => self.needs_work(admission, stages, state.now),
+                Err(format!(
+                    "CONTACT_KEY is not the key the stored contacts were sealed with (key id {} here, {} in the store); set CONTACT_KEY to that key, or during a rotation CONTACT_KEY_PREVIOUS to the old one (README: rotating CONTACT_KEY)",
+                    vault.sealer.current_id(),
+                    unknown
+                        .iter()
+                        .map(|id| id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
             })
-            .collect();
-        state.summary.fetched += to_fetch.len() as u64;
+            .await
+            .clone()
+    }
 
-        // In chunks, each loaded, granted, mailed and recorded before the next is fetched: a
-        // first run over a large event keeps memory flat and its progress survives a crash.
-        for chunk in to_fetch.chunks(FETCH_CHUNK) {
-            let fetched = self.kktix.attendees(event_id, chunk).await;
-            if !self
-                .admit_chunk(event, &routing.table, &admissions, fetched, state)
-                .await
-            {
-                return;
+    async fn run_locked(&self) -> RunSummary {
+        let mut state = self.begin(RunKind::Poll);
+        if let Err(error) = self.check_contact_key().await {
+            state.failed("CONTACT_KEY", error);
+            return self.finish(state).await;
+        }
+        // Webhook batches that arrived since the last run (their trigger may have been lost).
+        let drained = self.drain_queue(&mut state).await;
+        let events = self.selected_events(&mut state).await;
+        state.summary.events = events.len() as u64;
+        self.record_events(&events, &mut state).await;
+        for selected in &events {
+            let intake = if selected.door == Door::Api {
+                event::Intake::Api
+            } else {
+                event::Intake::Pending
+            };
+            self.reconcile_event(selected, intake, &mut state).await;
+        }
+        let mut revoked_events: Vec<HostingEvent> =
+            events.iter().map(|s| s.event.clone()).collect();
+        for event in drained {
+            if !revoked_events.iter().any(|e| e.id == event.id) {
+                revoked_events.push(event);
             }
         }
+        self.revoke_refunded(&revoked_events, &mut state).await;
+        self.shred_expired(&mut state).await;
+        self.finish(state).await
+    }
 
-        if !self
-            .cancel_gone(event_id, &routing.table, &admissions, &live_set, state)
-            .await
-        {
-            return;
+    /// Every event this run looks at: the hosting API's listing (the selector's events), then
+    /// the CSV and webhook events the catalog names or earlier imports recorded.
+    async fn selected_events(&self, state: &mut RunState) -> Vec<SelectedEvent> {
+        let fallback = self.fallback_door();
+        let mut selected: Vec<SelectedEvent> = Vec::new();
+        if let Some(kktix) = &self.kktix {
+            match kktix.hosting_events().await {
+                Ok(listing) => {
+                    state.summary.warnings.extend(listing.skipped);
+                    for event in listing
+                        .events
+                        .into_iter()
+                        .filter(|event| self.selector.matches(event))
+                    {
+                        let door = self.selector.door_of(event.id, fallback);
+                        selected.push(SelectedEvent { event, door });
+                    }
+                }
+                Err(error) => state.failed(error.upstream(), format!("listing events: {error}")),
+            }
         }
-        // The same fold the ledger would give if read again now.
-        let mut admissions = admissions;
-        for entry in state.recorded.drain(..) {
-            admissions.entry(entry.key.attendee_id).or_default().apply(
-                entry.step,
-                entry.email_hash.as_deref(),
-                entry.detail.as_deref(),
-                entry.at,
-            );
+        if self.vault.is_none() {
+            return selected;
         }
-        state.admissions.insert(event_id, admissions);
+        for event in self.selector.pushed_catalog_events(fallback) {
+            if !selected.iter().any(|s| s.event.id == event.id) {
+                let door = self.selector.door_of(event.id, fallback);
+                selected.push(SelectedEvent { event, door });
+            }
+        }
+        match self.warehouse.events().await {
+            Ok(records) => {
+                for record in records {
+                    let pushed = record
+                        .source
+                        .as_deref()
+                        .and_then(|s| s.parse::<Door>().ok())
+                        .is_some_and(Door::is_pushed);
+                    let door = self.selector.door_of(record.id, fallback);
+                    if !pushed
+                        || !door.is_pushed()
+                        || !event::still_open(record.end_at.as_deref(), state.now)
+                        || selected.iter().any(|s| s.event.id == record.id)
+                    {
+                        continue;
+                    }
+                    selected.push(SelectedEvent {
+                        event: HostingEvent {
+                            id: record.id,
+                            name: record.name,
+                            slug: record.slug,
+                            start_at: record.start_at,
+                            end_at: record.end_at,
+                        },
+                        door,
+                    });
+                }
+            }
+            Err(error) => state.partial(
+                "store",
+                format!("reading the events catalog for CSV and webhook events: {error}"),
+            ),
+        }
+        selected
     }
 
     /// Keeps the events catalog current for `/event list` and reports.
-    async fn record_events(&self, events: &[HostingEvent], state: &mut RunState) {
+    async fn record_events(&self, events: &[SelectedEvent], state: &mut RunState) {
         let records: Vec<EventRecord> = events
             .iter()
-            .map(|event| EventRecord {
-                id: event.id,
-                slug: event.slug_or_id(),
-                name: event.name.clone(),
-                start_at: event.start_at.clone(),
-                end_at: event.end_at.clone(),
+            .map(|selected| EventRecord {
+                id: selected.event.id,
+                slug: selected.event.slug_or_id(),
+                name: selected.event.name.clone(),
+                start_at: selected.event.start_at.clone(),
+                end_at: selected.event.end_at.clone(),
                 last_seen: state.now,
+                source: Some(selected.door.as_str().to_owned()),
             })
             .collect();
+        if records.is_empty() {
+            return;
+        }
         if let Err(error) = self.warehouse.upsert_events(&records).await {
             state.partial("store", format!("recording the events: {error}"));
         }
@@ -524,37 +666,17 @@ impl Reconciler {
         grant_due || mail_due
     }
 
-    /// Attendees the ledger knows who have left the book were refunded or cancelled. False
-    /// when the store failed.
-    async fn cancel_gone(
+    /// Attendees the ledger knows who are gone — left the book, missing from a full export,
+    /// or cancelled by their order — are recorded cancelled (refunded, or an unpaid order
+    /// that expired) and their warehouse rows marked. False when the store failed.
+    async fn cancel(
         &self,
         event_id: u64,
         table: &str,
-        admissions: &HashMap<u64, Admission>,
-        live: &HashSet<u64>,
+        gone: Vec<(u64, bool)>,
         state: &mut RunState,
     ) -> bool {
-        let mut gone: Vec<(u64, bool)> = admissions
-            .iter()
-            .filter(|(id, a)| {
-                !a.cancelled && (a.loaded || a.awaiting_payment) && !live.contains(id)
-            })
-            .map(|(id, a)| (*id, a.loaded))
-            .collect();
         if gone.is_empty() {
-            return true;
-        }
-        gone.sort_unstable();
-        // An empty book while people hold tickets looks like a KKTIX fault, not a mass refund;
-        // revoking everyone on a glitch would lock the whole audience out.
-        if live.is_empty() && gone.len() > 1 {
-            state.partial(
-                "KKTIX",
-                format!(
-                    "event {event_id}: the attendance book came back empty while {} attendees hold tickets; not treating them as refunded",
-                    gone.len()
-                ),
-            );
             return true;
         }
         let refunded: Vec<AttendeeKey> = gone
@@ -576,6 +698,23 @@ impl Reconciler {
                     format!("event {event_id}: marking refunds in the warehouse: {error}"),
                 );
                 return false;
+            }
+            let layout = &self.categories.pipeline_table;
+            if layout.enabled {
+                if let Err(error) = self
+                    .warehouse
+                    .mark_pipeline_refunded(layout, &refunded)
+                    .await
+                {
+                    state.failed(
+                        "store",
+                        format!(
+                            "event {event_id}: marking refunds in {}: {error}",
+                            layout.table
+                        ),
+                    );
+                    return false;
+                }
             }
         }
         let entries: Vec<LedgerEntry> = gone
@@ -600,4 +739,32 @@ impl Reconciler {
         state.summary.expired += (gone.len() - refunded.len()) as u64;
         true
     }
+}
+
+/// Admitted (or awaiting payment), not yet cancelled, and not in `live`: gone, with whether
+/// each was loaded (a sale) or only awaiting payment.
+fn gone_from(admissions: &HashMap<u64, Admission>, live: &HashSet<u64>) -> Vec<(u64, bool)> {
+    let mut gone: Vec<(u64, bool)> = admissions
+        .iter()
+        .filter(|(id, a)| !a.cancelled && (a.loaded || a.awaiting_payment) && !live.contains(id))
+        .map(|(id, a)| (*id, a.loaded))
+        .collect();
+    gone.sort_unstable();
+    gone
+}
+
+/// The admissions as the ledger would give them now, with this event's new entries folded in.
+fn fold(
+    mut admissions: HashMap<u64, Admission>,
+    recorded: &mut Vec<LedgerEntry>,
+) -> HashMap<u64, Admission> {
+    for entry in recorded.drain(..) {
+        admissions.entry(entry.key.attendee_id).or_default().apply(
+            entry.step,
+            entry.email_hash.as_deref(),
+            entry.detail.as_deref(),
+            entry.at,
+        );
+    }
+    admissions
 }

@@ -80,6 +80,17 @@ pub fn compose_notice(
         }
         blocks.push(block);
     }
+    if !summary.alerts.is_empty() {
+        kinds.push("notice");
+        let mut block = "📣 請留意 / Please look into this:".to_owned();
+        for alert in summary.alerts.iter().take(5) {
+            block.push_str(&format!("\n• {alert}"));
+        }
+        if summary.alerts.len() > 5 {
+            block.push_str(&format!("\n• … {} more", summary.alerts.len() - 5));
+        }
+        blocks.push(block);
+    }
     if recovery {
         kinds.push("recovery");
         blocks.push(format!(
@@ -177,6 +188,7 @@ mod tests {
                 .collect::<BTreeSet<_>>(),
             notice: None,
             alerting: false,
+            ..RunSummary::default()
         }
     }
 

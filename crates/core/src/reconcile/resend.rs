@@ -7,6 +7,7 @@ use super::Reconciler;
 use crate::access::{AccessRequest, GrantOutcome};
 use crate::kktix::AttendeeFetch;
 use crate::mail::{Invitation, MailOutcome};
+use crate::selection::Door;
 use crate::store::{AttendeeKey, GrantRecord, LedgerEntry, LookupField, Step};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,10 @@ pub enum ResendError {
     NotPaid(AttendeeKey),
     #[error("attendee {0} has no valid contact email")]
     NoEmail(AttendeeKey),
+    #[error(
+        "attendee {0} has no sealed contact (shredded, or imported before CONTACT_KEY was set)"
+    )]
+    NoContact(AttendeeKey),
     #[error("attendee {key}: {reason}")]
     Kktix { key: AttendeeKey, reason: String },
     #[error("this deployment sends no invitations (no mailer configured)")]
@@ -49,7 +54,7 @@ impl ResendError {
             | Self::NotAdmitted(_)
             | Self::Cancelled(_)
             | Self::NotPaid(_) => 409,
-            Self::NoEmail(_) => 422,
+            Self::NoEmail(_) | Self::NoContact(_) => 422,
             Self::NoMailer | Self::Store(_) => 503,
             Self::Kktix { .. } | Self::Grant { .. } | Self::Mail { .. } => 502,
         }
@@ -136,27 +141,14 @@ impl Reconciler {
         if admission.cancelled {
             return Err(ResendError::Cancelled(key));
         }
-        let attendee = match self.kktix.attendee(key.event_id, key.attendee_id).await {
-            AttendeeFetch::Fetched(attendee) => attendee,
-            AttendeeFetch::Broken(error) => {
-                return Err(ResendError::Kktix {
-                    key,
-                    reason: error.reason,
-                })
-            }
-            AttendeeFetch::Failed(error) => {
-                return Err(ResendError::Kktix {
-                    key,
-                    reason: error.to_string(),
-                })
-            }
-        };
-        if !attendee.is_paid {
-            return Err(ResendError::NotPaid(key));
-        }
-        let contact = self.privacy.contact(&attendee);
-        let email = contact.email.ok_or(ResendError::NoEmail(key))?;
-        let name = contact.name.unwrap_or_default();
+        let contact = self.resend_contact(key).await?;
+        let ResendContact {
+            email,
+            name,
+            ticket_name,
+            checkin_code,
+            reg_no,
+        } = contact;
 
         let grant = match admission.granted.clone().filter(|_| !admission.revoked) {
             Some(grant) => grant,
@@ -165,7 +157,7 @@ impl Reconciler {
                 match &self.access {
                     None => GrantRecord {
                         event_name,
-                        ticket_name: attendee.ticket_name.clone(),
+                        ticket_name: ticket_name.clone(),
                         gather: false,
                         links: Vec::new(),
                         venue_url: None,
@@ -176,7 +168,7 @@ impl Reconciler {
                             email: email.clone(),
                             name: name.clone(),
                             event_name: event_name.clone(),
-                            ticket_name: attendee.ticket_name.clone(),
+                            ticket_name: ticket_name.clone(),
                         };
                         let outcome = access
                             .authorize(vec![request])
@@ -192,7 +184,7 @@ impl Reconciler {
                             }) => {
                                 let record = GrantRecord {
                                     event_name,
-                                    ticket_name: attendee.ticket_name.clone(),
+                                    ticket_name: ticket_name.clone(),
                                     gather,
                                     links,
                                     venue_url,
@@ -227,11 +219,11 @@ impl Reconciler {
             email,
             name,
             event_name: grant.event_name,
-            ticket_name: attendee.ticket_name.clone(),
+            ticket_name,
             links: grant.links,
             venue_url: grant.venue_url,
-            checkin_code: attendee.checkin_code.clone(),
-            reg_no: attendee.reg_no,
+            checkin_code,
+            reg_no,
         };
         let outcome = mail
             .send(vec![invitation], true)
@@ -269,16 +261,93 @@ impl Reconciler {
         }
     }
 
-    /// The event's name from KKTIX's listing, or its id when KKTIX cannot say.
+    /// The attendee's contact: from the hosting API for an API event, else (or when the API
+    /// cannot say) from the sealed contacts.
+    async fn resend_contact(&self, key: AttendeeKey) -> Result<ResendContact, ResendError> {
+        let door = self.selector.door_of(key.event_id, self.fallback_door());
+        if let (Door::Api, Some(kktix)) = (door, &self.kktix) {
+            let attendee = match kktix.attendee(key.event_id, key.attendee_id).await {
+                AttendeeFetch::Fetched(attendee) => attendee,
+                AttendeeFetch::Broken(error) => {
+                    return Err(ResendError::Kktix {
+                        key,
+                        reason: error.reason,
+                    })
+                }
+                AttendeeFetch::Failed(error) => {
+                    return Err(ResendError::Kktix {
+                        key,
+                        reason: error.to_string(),
+                    })
+                }
+            };
+            if !attendee.is_paid {
+                return Err(ResendError::NotPaid(key));
+            }
+            let contact = self.privacy.contact(&attendee);
+            return Ok(ResendContact {
+                email: contact.email.ok_or(ResendError::NoEmail(key))?,
+                name: contact.name.unwrap_or_default(),
+                ticket_name: attendee.ticket_name.clone(),
+                checkin_code: attendee.checkin_code.clone(),
+                reg_no: attendee.reg_no,
+            });
+        }
+        let Some(vault) = &self.vault else {
+            return Err(ResendError::NoContact(key));
+        };
+        let sealed = vault
+            .store
+            .contacts(key.event_id)
+            .await
+            .map_err(|e| ResendError::Store(e.to_string()))?;
+        let text = sealed
+            .get(&key.attendee_id)
+            .ok_or(ResendError::NoContact(key))?;
+        let card = vault
+            .sealer
+            .open(key, text)
+            .map_err(|e| ResendError::Store(format!("the sealed contact of {key}: {e}")))?;
+        Ok(ResendContact {
+            email: card.email().ok_or(ResendError::NoEmail(key))?,
+            name: card.name(),
+            ticket_name: card.ticket_name.clone(),
+            checkin_code: card.checkin_code.clone(),
+            reg_no: card.reg_no,
+        })
+    }
+
+    /// The event's name as the catalog, the events table or KKTIX's listing give it, or its
+    /// id when none can say.
     async fn event_name(&self, event_id: u64) -> String {
-        match self.kktix.hosting_events().await {
-            Ok(listing) => listing
-                .events
-                .into_iter()
-                .find(|event| event.id == event_id)
-                .map(|event| event.name)
-                .unwrap_or_else(|| event_id.to_string()),
-            Err(_) => event_id.to_string(),
+        if let Some(event) = self.selector.catalog_event(event_id) {
+            return event.name;
+        }
+        if let Ok(records) = self.warehouse.events().await {
+            if let Some(record) = records.into_iter().find(|r| r.id == event_id) {
+                return record.name;
+            }
+        }
+        match &self.kktix {
+            Some(kktix) => match kktix.hosting_events().await {
+                Ok(listing) => listing
+                    .events
+                    .into_iter()
+                    .find(|event| event.id == event_id)
+                    .map(|event| event.name)
+                    .unwrap_or_else(|| event_id.to_string()),
+                Err(_) => event_id.to_string(),
+            },
+            None => event_id.to_string(),
         }
     }
+}
+
+/// Who a resend goes to.
+struct ResendContact {
+    email: crate::pii::EmailAddress,
+    name: crate::pii::Sensitive<String>,
+    ticket_name: String,
+    checkin_code: Option<String>,
+    reg_no: Option<u64>,
 }

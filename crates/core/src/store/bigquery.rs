@@ -65,10 +65,12 @@ use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
 use super::{
-    Admission, AttendeeKey, AttendeeRow, BigQuerySettings, EventRecord, Ledger, LedgerEntry,
-    LookupField, SaleRecord, Step, StoreError, Warehouse,
+    Admission, AttendeeKey, AttendeeRow, BigQuerySettings, ContactVault, EventRecord, IntakeRecord,
+    Ledger, LedgerEntry, LookupField, PipelineTable, SaleRecord, SealedContact, Step, StoreError,
+    Warehouse,
 };
 use crate::config::Settings;
+use crate::contacts::sealed_key_id;
 use crate::pii::Sensitive;
 use crate::reconcile::RunSummary;
 use crate::selection::is_identifier;
@@ -79,12 +81,17 @@ const GOOGLE_API_BASE: &str = "https://bigquery.googleapis.com";
 const BIGQUERY_SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
 /// BigQuery's recommended maximum of rows per `insertAll` request.
 pub const MAX_ROWS_PER_INSERT: usize = 500;
+/// Rows per DML statement on the pipeline table (three parameters each).
+const PIPELINE_DML_ROWS: usize = 200;
 const CREDENTIALS_VAR: &str = "GOOGLE_APPLICATION_CREDENTIALS";
 
 const ADMISSION_LOG: &str = "admission_log";
 const POLL_RUNS: &str = "poll_runs";
 const EVENTS: &str = "events";
 const CANCELLATIONS: &str = "attendee_cancellations";
+const SEALED_CONTACTS: &str = "sealed_contacts";
+const CONTACT_SHREDS: &str = "contact_shreds";
+const INTAKE_BATCHES: &str = "intake_batches";
 
 /// One column of a table this backend creates: name, type, REQUIRED.
 type Column = (&'static str, &'static str, bool);
@@ -125,6 +132,28 @@ const EVENTS_COLUMNS: &[Column] = &[
     ("start_at", "STRING", false),
     ("end_at", "STRING", false),
     ("last_seen", "TIMESTAMP", true),
+    ("source", "STRING", false),
+];
+const SEALED_CONTACTS_COLUMNS: &[Column] = &[
+    ("event_id", "INT64", true),
+    ("attendee_id", "INT64", true),
+    ("key_id", "STRING", true),
+    ("sealed", "STRING", true),
+    ("sealed_at", "TIMESTAMP", true),
+    ("seq", "INT64", true),
+];
+/// A shred appends here at once; readers ignore contacts sealed before an event's newest
+/// shred, while the rows themselves are deleted once BigQuery's streaming buffer lets go.
+const CONTACT_SHREDS_COLUMNS: &[Column] = &[
+    ("event_id", "INT64", true),
+    ("shredded_at", "TIMESTAMP", true),
+];
+const INTAKE_BATCHES_COLUMNS: &[Column] = &[
+    ("batch_id", "STRING", true),
+    ("received_at", "TIMESTAMP", true),
+    ("processed_at", "TIMESTAMP", true),
+    ("outcome", "STRING", true),
+    ("detail", "STRING", false),
 ];
 const CANCELLATIONS_COLUMNS: &[Column] = &[
     ("table_name", "STRING", true),
@@ -341,13 +370,14 @@ fn int64(value: u64, what: &str) -> Result<i64, StoreError> {
 fn field_type(name: &str) -> FieldType {
     match name {
         "INT64" => FieldType::Int64,
+        "BOOL" => FieldType::Bool,
         "FLOAT64" => FieldType::Float64,
         "TIMESTAMP" => FieldType::Timestamp,
         _ => FieldType::String,
     }
 }
 
-fn schema_field(column: &Column) -> TableFieldSchema {
+fn schema_field(column: &(&str, &str, bool)) -> TableFieldSchema {
     let (name, kind, required) = *column;
     let mut field = TableFieldSchema::new(name, field_type(kind));
     field.mode = Some(if required { "REQUIRED" } else { "NULLABLE" }.into());
@@ -839,7 +869,7 @@ impl BigQueryStore {
         &self,
         dataset: &str,
         table: &str,
-        columns: &[Column],
+        columns: &[(&str, &str, bool)],
     ) -> Result<(), StoreError> {
         if !is_identifier(table) {
             return Err(StoreError::Backend(format!("invalid table name {table:?}")));
@@ -860,7 +890,7 @@ impl BigQueryStore {
                 let mut fields = existing.schema.fields.clone().unwrap_or_default();
                 let have: HashSet<String> =
                     fields.iter().map(|f| f.name.to_ascii_lowercase()).collect();
-                let missing: Vec<&Column> = columns
+                let missing: Vec<&(&str, &str, bool)> = columns
                     .iter()
                     .filter(|(name, _, _)| !have.contains(&name.to_ascii_lowercase()))
                     .collect();
@@ -933,6 +963,44 @@ impl BigQueryStore {
     async fn ensure_warehouse_table(&self, table: &str) -> Result<(), StoreError> {
         let dataset = self.inner.settings.dataset.clone();
         self.ensure_table(&dataset, table, WAREHOUSE_COLUMNS).await
+    }
+
+    /// The team's pipeline table, with the column names its configuration gives.
+    async fn ensure_pipeline_table(&self, layout: &PipelineTable) -> Result<(), StoreError> {
+        layout.validate().map_err(StoreError::Backend)?;
+        let dataset = self.inner.settings.dataset.clone();
+        let columns = [
+            (layout.id_column.as_str(), "INT64", true),
+            (layout.name_column.as_str(), "STRING", true),
+            (layout.attendee_info_column.as_str(), "STRING", true),
+            (layout.refunded_column.as_str(), "BOOL", true),
+            (layout.attendee_id_column.as_str(), "INT64", false),
+        ];
+        self.ensure_table(&dataset, &layout.table, &columns).await
+    }
+
+    /// Each attendee's newest sealed contact, unless its event was shredded since.
+    fn live_contacts_sql(&self, filter: &str) -> String {
+        format!(
+            "SELECT c.event_id, c.attendee_id, c.key_id, c.sealed FROM (
+                SELECT event_id, attendee_id, key_id, sealed, sealed_at FROM {contacts}
+                WHERE {filter}
+                QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id, attendee_id ORDER BY sealed_at DESC, seq DESC) = 1
+             ) AS c
+             LEFT JOIN (
+                SELECT event_id, MAX(shredded_at) AS shredded_at FROM {shreds} GROUP BY event_id
+             ) AS s ON s.event_id = c.event_id
+             WHERE s.shredded_at IS NULL OR c.sealed_at > s.shredded_at",
+            contacts = self.ledger_ref(SEALED_CONTACTS),
+            shreds = self.ledger_ref(CONTACT_SHREDS),
+        )
+    }
+
+    async fn ensure_contact_tables(&self) -> Result<(), StoreError> {
+        self.ensure_ledger_table(SEALED_CONTACTS, SEALED_CONTACTS_COLUMNS)
+            .await?;
+        self.ensure_ledger_table(CONTACT_SHREDS, CONTACT_SHREDS_COLUMNS)
+            .await
     }
 
     /// Streams rows in chunks; retries a chunk on transient failures (its insertIds make
@@ -1144,6 +1212,7 @@ impl Warehouse for BigQueryStore {
                         "start_at": event.start_at,
                         "end_at": event.end_at,
                         "last_seen": timestamp_text(event.last_seen),
+                        "source": event.source,
                     }),
                 })
             })
@@ -1155,13 +1224,13 @@ impl Warehouse for BigQueryStore {
     async fn events(&self) -> Result<Vec<EventRecord>, StoreError> {
         self.ensure_ledger_table(EVENTS, EVENTS_COLUMNS).await?;
         let sql = format!(
-            "SELECT id, slug, name, start_at, end_at, last_seen FROM {}
+            "SELECT id, slug, name, start_at, end_at, last_seen, source FROM {}
              WHERE TRUE
              QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY last_seen DESC) = 1
              ORDER BY last_seen DESC, id",
             self.ledger_ref(EVENTS)
         );
-        let rows = self.query("reading events", sql, Vec::new(), 6).await?;
+        let rows = self.query("reading events", sql, Vec::new(), 7).await?;
         rows.iter()
             .map(|row| {
                 Ok(EventRecord {
@@ -1171,6 +1240,7 @@ impl Warehouse for BigQueryStore {
                     start_at: row.opt_text(3).map(str::to_owned),
                     end_at: row.opt_text(4).map(str::to_owned),
                     last_seen: row.timestamp(5, "last_seen")?,
+                    source: row.opt_text(6).map(str::to_owned),
                 })
             })
             .collect()
@@ -1332,6 +1402,133 @@ impl Warehouse for BigQueryStore {
         let dataset = self.inner.settings.ledger_dataset.clone();
         self.insert(&dataset, CANCELLATIONS, rows).await
     }
+
+    async fn upsert_pipeline_rows(
+        &self,
+        layout: &PipelineTable,
+        rows: &[AttendeeRow],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.ensure_pipeline_table(layout).await?;
+        let table = self.warehouse_ref(&layout.table);
+        // DML, not streaming, so the refunded flag can be set at once. Per event, in chunks:
+        // delete the attendees' earlier rows, then insert the new ones (a crash in between
+        // leaves the ledger without `loaded`, so the next run writes them again).
+        let mut by_event: BTreeMap<u64, Vec<&AttendeeRow>> = BTreeMap::new();
+        for row in rows {
+            by_event.entry(row.event_id).or_default().push(row);
+        }
+        for (event_id, rows) in by_event {
+            for chunk in rows.chunks(PIPELINE_DML_ROWS) {
+                let mut parameters = vec![parameter(
+                    "event_id",
+                    "INT64",
+                    int64(event_id, "the event id")?.to_string(),
+                )];
+                let mut ids = Vec::with_capacity(chunk.len());
+                let mut values = Vec::with_capacity(chunk.len());
+                for (index, row) in chunk.iter().enumerate() {
+                    ids.push(format!("@a{index}"));
+                    values.push(format!(
+                        "(@event_id, @n{index}, @i{index}, FALSE, @a{index})"
+                    ));
+                    parameters.push(parameter(
+                        &format!("a{index}"),
+                        "INT64",
+                        int64(row.attendee_id, "an attendee id")?.to_string(),
+                    ));
+                    parameters.push(parameter(
+                        &format!("n{index}"),
+                        "STRING",
+                        row.event_name.clone(),
+                    ));
+                    parameters.push(parameter(
+                        &format!("i{index}"),
+                        "STRING",
+                        row.attendee_infos.clone(),
+                    ));
+                }
+                let delete = format!(
+                    "DELETE FROM {table} WHERE {id} = @event_id AND {attendee} IN ({ids})",
+                    id = layout.id_column,
+                    attendee = layout.attendee_id_column,
+                    ids = ids.join(", "),
+                );
+                let delete_parameters: Vec<QueryParameter> = parameters
+                    .iter()
+                    .filter(|p| {
+                        p.name
+                            .as_deref()
+                            .is_some_and(|n| n == "event_id" || n.starts_with('a'))
+                    })
+                    .cloned()
+                    .collect();
+                self.query("replacing pipeline rows", delete, delete_parameters, 0)
+                    .await?;
+                let insert = format!(
+                    "INSERT INTO {table} ({id}, {name}, {info}, {refunded}, {attendee}) VALUES {values}",
+                    id = layout.id_column,
+                    name = layout.name_column,
+                    info = layout.attendee_info_column,
+                    refunded = layout.refunded_column,
+                    attendee = layout.attendee_id_column,
+                    values = values.join(", "),
+                );
+                self.query("writing pipeline rows", insert, parameters, 0)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_pipeline_refunded(
+        &self,
+        layout: &PipelineTable,
+        keys: &[AttendeeKey],
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.ensure_pipeline_table(layout).await?;
+        let table = self.warehouse_ref(&layout.table);
+        let mut by_event: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for key in keys {
+            by_event
+                .entry(key.event_id)
+                .or_default()
+                .push(key.attendee_id);
+        }
+        for (event_id, attendees) in by_event {
+            for chunk in attendees.chunks(PIPELINE_DML_ROWS) {
+                let mut parameters = vec![parameter(
+                    "event_id",
+                    "INT64",
+                    int64(event_id, "the event id")?.to_string(),
+                )];
+                let mut ids = Vec::with_capacity(chunk.len());
+                for (index, attendee_id) in chunk.iter().enumerate() {
+                    ids.push(format!("@a{index}"));
+                    parameters.push(parameter(
+                        &format!("a{index}"),
+                        "INT64",
+                        int64(*attendee_id, "an attendee id")?.to_string(),
+                    ));
+                }
+                let update = format!(
+                    "UPDATE {table} SET {refunded} = TRUE WHERE {id} = @event_id AND {attendee} IN ({ids})",
+                    refunded = layout.refunded_column,
+                    id = layout.id_column,
+                    attendee = layout.attendee_id_column,
+                    ids = ids.join(", "),
+                );
+                self.query("marking pipeline refunds", update, parameters, 0)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -1421,6 +1618,38 @@ impl Ledger for BigQueryStore {
         self.insert(&dataset, POLL_RUNS, vec![row]).await
     }
 
+    async fn intake_outcome(&self, batch_id: &str) -> Result<Option<String>, StoreError> {
+        self.ensure_ledger_table(INTAKE_BATCHES, INTAKE_BATCHES_COLUMNS)
+            .await?;
+        let sql = format!(
+            "SELECT outcome FROM {} WHERE batch_id = @batch_id
+             ORDER BY processed_at DESC LIMIT 1",
+            self.ledger_ref(INTAKE_BATCHES)
+        );
+        let parameters = vec![parameter("batch_id", "STRING", batch_id.to_owned())];
+        let rows = self
+            .query("reading intake batches", sql, parameters, 1)
+            .await?;
+        rows.first().map(|row| row.text(0, "outcome")).transpose()
+    }
+
+    async fn record_intake(&self, record: &IntakeRecord) -> Result<(), StoreError> {
+        self.ensure_ledger_table(INTAKE_BATCHES, INTAKE_BATCHES_COLUMNS)
+            .await?;
+        let row = InsertRow {
+            insert_id: format!("{}:{}", record.batch_id, micros(record.processed_at)),
+            json: json!({
+                "batch_id": record.batch_id,
+                "received_at": timestamp_text(record.received_at),
+                "processed_at": timestamp_text(record.processed_at),
+                "outcome": record.outcome,
+                "detail": record.detail,
+            }),
+        };
+        let dataset = self.inner.settings.ledger_dataset.clone();
+        self.insert(&dataset, INTAKE_BATCHES, vec![row]).await
+    }
+
     async fn last_run(&self, successful_only: bool) -> Result<Option<RunSummary>, StoreError> {
         let filter = if successful_only {
             "outcome = 'ok'"
@@ -1446,6 +1675,115 @@ impl Ledger for BigQueryStore {
         );
         self.summaries(sql, vec![parameter("limit", "INT64", limit.to_string())])
             .await
+    }
+}
+
+#[async_trait]
+impl ContactVault for BigQueryStore {
+    async fn put_contacts(&self, contacts: &[SealedContact]) -> Result<(), StoreError> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        self.ensure_contact_tables().await?;
+        let rows = contacts
+            .iter()
+            .map(|contact| {
+                let seq = next_seq();
+                Ok(InsertRow {
+                    insert_id: format!(
+                        "{}:{}:{seq}",
+                        contact.key.event_id, contact.key.attendee_id
+                    ),
+                    json: json!({
+                        "event_id": int64(contact.key.event_id, "an event id")?,
+                        "attendee_id": int64(contact.key.attendee_id, "an attendee id")?,
+                        "key_id": sealed_key_id(&contact.sealed).unwrap_or("unknown"),
+                        "sealed": contact.sealed,
+                        "sealed_at": timestamp_text(contact.sealed_at),
+                        "seq": int64(seq, "a sequence number")?,
+                    }),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let dataset = self.inner.settings.ledger_dataset.clone();
+        self.insert(&dataset, SEALED_CONTACTS, rows).await
+    }
+
+    async fn contacts(&self, event_id: u64) -> Result<HashMap<u64, String>, StoreError> {
+        self.ensure_contact_tables().await?;
+        let sql = self.live_contacts_sql("event_id = @event_id");
+        let parameters = vec![parameter(
+            "event_id",
+            "INT64",
+            int64(event_id, "the event id")?.to_string(),
+        )];
+        let rows = self
+            .query("reading sealed contacts", sql, parameters, 4)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.uint(1, "attendee_id")?, row.text(3, "sealed")?)))
+            .collect()
+    }
+
+    async fn contact_counts(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        self.ensure_contact_tables().await?;
+        let sql = format!(
+            "SELECT event_id, COUNT(*) FROM ({}) GROUP BY event_id ORDER BY event_id",
+            self.live_contacts_sql("TRUE")
+        );
+        let rows = self
+            .query("counting sealed contacts", sql, Vec::new(), 2)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.uint(0, "event_id")?, row.uint(1, "count")?)))
+            .collect()
+    }
+
+    async fn contact_key_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.ensure_contact_tables().await?;
+        let sql = format!(
+            "SELECT DISTINCT key_id FROM ({}) ORDER BY key_id",
+            self.live_contacts_sql("TRUE")
+        );
+        let rows = self
+            .query("reading contact key ids", sql, Vec::new(), 1)
+            .await?;
+        rows.iter().map(|row| row.text(0, "key_id")).collect()
+    }
+
+    async fn shred_contacts(&self, event_id: u64) -> Result<u64, StoreError> {
+        let live = self.contacts(event_id).await?.len() as u64;
+        let now = Utc::now();
+        let row = InsertRow {
+            insert_id: format!("{event_id}:{}", micros(now)),
+            json: json!({
+                "event_id": int64(event_id, "an event id")?,
+                "shredded_at": timestamp_text(now),
+            }),
+        };
+        let dataset = self.inner.settings.ledger_dataset.clone();
+        self.insert(&dataset, CONTACT_SHREDS, vec![row]).await?;
+        // Readers ignore them from now on; the rows go as soon as BigQuery allows DML on them
+        // (not while they sit in the streaming buffer, up to about 90 minutes).
+        let delete = format!(
+            "DELETE FROM {} WHERE event_id = @event_id AND sealed_at <= @shredded_at",
+            self.ledger_ref(SEALED_CONTACTS)
+        );
+        let parameters = vec![
+            parameter(
+                "event_id",
+                "INT64",
+                int64(event_id, "the event id")?.to_string(),
+            ),
+            parameter("shredded_at", "TIMESTAMP", timestamp_text(now)),
+        ];
+        if let Err(error) = self
+            .query("deleting shredded contacts", delete, parameters, 0)
+            .await
+        {
+            tracing::warn!(event_id, %error, "shredded contacts are hidden from now on; their rows are deleted by a later shred");
+        }
+        Ok(live)
     }
 }
 

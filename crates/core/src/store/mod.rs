@@ -74,6 +74,97 @@ pub struct EventRecord {
     pub end_at: Option<String>,
     /// When a run last saw it listed as not ended.
     pub last_seen: DateTime<Utc>,
+    /// The door its attendees came through last (`api`, `csv`, `webhook`); unset on rows
+    /// written before there was more than one door.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// `[warehouse.pipeline_table]`: the table the team's current pipeline writes and its later
+/// stages and dashboards read (`ods.ods_kktix_attendeeId_datetime`: the event's id and name,
+/// the de-identified record as JSON, and whether it was refunded; all REQUIRED). Its rows are
+/// written with DML, not streamed, so a refund can be marked at once. An `attendee_id`
+/// column is added beside them (NULLABLE) so a row can be found without parsing its JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineTable {
+    pub enabled: bool,
+    pub table: String,
+    pub id_column: String,
+    pub name_column: String,
+    pub attendee_info_column: String,
+    pub refunded_column: String,
+    pub attendee_id_column: String,
+}
+
+impl Default for PipelineTable {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            table: "ods_kktix_attendeeId_datetime".into(),
+            id_column: "id".into(),
+            name_column: "name".into(),
+            attendee_info_column: "attendee_info".into(),
+            refunded_column: "refunded".into(),
+            attendee_id_column: "attendee_id".into(),
+        }
+    }
+}
+
+impl PipelineTable {
+    pub fn validate(&self) -> Result<(), String> {
+        for name in [
+            &self.table,
+            &self.id_column,
+            &self.name_column,
+            &self.attendee_info_column,
+            &self.refunded_column,
+            &self.attendee_id_column,
+        ] {
+            if !crate::selection::is_identifier(name) {
+                return Err(format!(
+                    "[warehouse.pipeline_table] {name:?} must be letters, digits and underscores"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A buyer's contact details as the store keeps them: sealed text, never clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedContact {
+    pub key: AttendeeKey,
+    /// `crate::contacts` text form; names the key that sealed it.
+    pub sealed: String,
+    pub sealed_at: DateTime<Utc>,
+}
+
+/// Where the sealed contacts live: beside the ledger, shredded after the event.
+#[async_trait]
+pub trait ContactVault: Send + Sync {
+    /// Inserts or replaces each attendee's sealed contact.
+    async fn put_contacts(&self, contacts: &[SealedContact]) -> Result<(), StoreError>;
+    /// The sealed contacts of one event, by attendee id.
+    async fn contacts(&self, event_id: u64) -> Result<HashMap<u64, String>, StoreError>;
+    /// How many sealed contacts each event holds.
+    async fn contact_counts(&self) -> Result<Vec<(u64, u64)>, StoreError>;
+    /// Which keys sealed what the store holds (ids only), to tell a wrong key at start.
+    async fn contact_key_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Deletes every sealed contact of the event; how many were deleted.
+    async fn shred_contacts(&self, event_id: u64) -> Result<u64, StoreError>;
+}
+
+/// One intake batch (a webhook body) as the ledger remembers it: a repeated batch is a no-op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeRecord {
+    pub batch_id: String,
+    pub received_at: DateTime<Utc>,
+    pub processed_at: DateTime<Utc>,
+    /// `processed`, `unknown_shape`, `trigger` …
+    pub outcome: String,
+    /// Counts and key paths only.
+    pub detail: Option<String>,
 }
 
 /// One sale for reports: no personal data, only what was sold, when, for how much.
@@ -126,6 +217,18 @@ pub trait Warehouse: Send + Sync {
         table: &str,
         keys: &[AttendeeKey],
         at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Writes rows into the pipeline table too (replacing an attendee's earlier row).
+    async fn upsert_pipeline_rows(
+        &self,
+        layout: &PipelineTable,
+        rows: &[AttendeeRow],
+    ) -> Result<(), StoreError>;
+    /// Sets `refunded` on the pipeline table's rows of these attendees.
+    async fn mark_pipeline_refunded(
+        &self,
+        layout: &PipelineTable,
+        keys: &[AttendeeKey],
     ) -> Result<(), StoreError>;
 }
 
@@ -341,6 +444,9 @@ pub trait Ledger: Send + Sync {
     async fn last_run(&self, successful_only: bool) -> Result<Option<RunSummary>, StoreError>;
     /// The newest `limit` runs, newest first.
     async fn recent_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    /// How an intake batch was handled, if it was.
+    async fn intake_outcome(&self, batch_id: &str) -> Result<Option<String>, StoreError>;
+    async fn record_intake(&self, record: &IntakeRecord) -> Result<(), StoreError>;
 }
 
 /// `[bigquery]` in the TOML file: where the BigQuery backend keeps its tables.

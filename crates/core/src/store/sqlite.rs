@@ -10,9 +10,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    Admission, AttendeeKey, AttendeeRow, EventRecord, Ledger, LedgerEntry, LookupField, SaleRecord,
-    Step, StoreError, Warehouse,
+    Admission, AttendeeKey, AttendeeRow, ContactVault, EventRecord, IntakeRecord, Ledger,
+    LedgerEntry, LookupField, PipelineTable, SaleRecord, SealedContact, Step, StoreError,
+    Warehouse,
 };
+use crate::contacts::sealed_key_id;
+use crate::intake::{Envelope, IntakeQueue, QueueError, QueuedMessage};
 use crate::reconcile::RunSummary;
 use crate::selection::is_identifier;
 
@@ -51,6 +54,29 @@ const MIGRATIONS: &[&str] = &[
         last_seen TEXT NOT NULL
     );
     CREATE INDEX events_by_slug ON events (slug);",
+    // 3: more than one door: which door an event uses, sealed contacts, intake batches seen,
+    // and the local intake queue.
+    "ALTER TABLE events ADD COLUMN source TEXT;
+    CREATE TABLE sealed_contacts (
+        event_id INTEGER NOT NULL,
+        attendee_id INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        sealed_at TEXT NOT NULL,
+        PRIMARY KEY (event_id, attendee_id)
+    );
+    CREATE TABLE intake_batches (
+        batch_id TEXT PRIMARY KEY,
+        received_at TEXT NOT NULL,
+        processed_at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE TABLE intake_queue (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        body TEXT NOT NULL,
+        enqueued_at TEXT NOT NULL
+    );",
 ];
 
 #[derive(Clone)]
@@ -95,6 +121,11 @@ impl SqliteStore {
             .map_err(backend)?;
         connection
             .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        // Deleted rows (shredded contacts, handled queue messages) are overwritten, not left
+        // in free pages.
+        connection
+            .pragma_update(None, "secure_delete", "ON")
             .map_err(backend)?;
         migrate(&mut connection)?;
         Ok(Self {
@@ -227,11 +258,12 @@ impl Warehouse for SqliteStore {
             for event in &events {
                 transaction
                     .prepare_cached(
-                        "INSERT INTO events (id, slug, name, start_at, end_at, last_seen)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                        "INSERT INTO events (id, slug, name, start_at, end_at, last_seen, source)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                          ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, name = excluded.name,
                             start_at = excluded.start_at, end_at = excluded.end_at,
-                            last_seen = excluded.last_seen",
+                            last_seen = excluded.last_seen,
+                            source = COALESCE(excluded.source, events.source)",
                     )
                     .map_err(backend)?
                     .execute(params![
@@ -240,7 +272,8 @@ impl Warehouse for SqliteStore {
                         event.name,
                         event.start_at,
                         event.end_at,
-                        event.last_seen
+                        event.last_seen,
+                        event.source
                     ])
                     .map_err(backend)?;
             }
@@ -253,7 +286,7 @@ impl Warehouse for SqliteStore {
         self.with(|connection| {
             let mut statement = connection
                 .prepare_cached(
-                    "SELECT id, slug, name, start_at, end_at, last_seen FROM events
+                    "SELECT id, slug, name, start_at, end_at, last_seen, source FROM events
                      ORDER BY last_seen DESC, id",
                 )
                 .map_err(backend)?;
@@ -266,6 +299,7 @@ impl Warehouse for SqliteStore {
                         start_at: row.get(3)?,
                         end_at: row.get(4)?,
                         last_seen: row.get(5)?,
+                        source: row.get(6)?,
                     })
                 })
                 .map_err(backend)?;
@@ -404,6 +438,325 @@ impl Warehouse for SqliteStore {
         })
         .await
     }
+
+    async fn upsert_pipeline_rows(
+        &self,
+        layout: &PipelineTable,
+        rows: &[AttendeeRow],
+    ) -> Result<(), StoreError> {
+        self.upsert_pipeline(layout, rows).await
+    }
+
+    async fn mark_pipeline_refunded(
+        &self,
+        layout: &PipelineTable,
+        keys: &[AttendeeKey],
+    ) -> Result<(), StoreError> {
+        self.refund_pipeline(layout, keys).await
+    }
+}
+
+impl SqliteStore {
+    fn ensure_pipeline_table(
+        &self,
+        connection: &Connection,
+        layout: &PipelineTable,
+    ) -> Result<(), StoreError> {
+        layout.validate().map_err(StoreError::Backend)?;
+        let mut known = self.known_tables.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains(&layout.table) {
+            return Ok(());
+        }
+        connection
+            .execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                    {id} INTEGER NOT NULL,
+                    {name} TEXT NOT NULL,
+                    {info} TEXT NOT NULL,
+                    {refunded} INTEGER NOT NULL,
+                    {attendee} INTEGER,
+                    PRIMARY KEY ({id}, {attendee})
+                );",
+                table = layout.table,
+                id = layout.id_column,
+                name = layout.name_column,
+                info = layout.attendee_info_column,
+                refunded = layout.refunded_column,
+                attendee = layout.attendee_id_column,
+            ))
+            .map_err(backend)?;
+        known.insert(layout.table.clone());
+        Ok(())
+    }
+
+    /// Every row of the pipeline table: (event id, event name, record JSON, refunded).
+    pub async fn pipeline_rows(
+        &self,
+        layout: &PipelineTable,
+    ) -> Result<Vec<(u64, String, String, bool)>, StoreError> {
+        let layout = layout.clone();
+        let store = self.clone();
+        self.with(move |connection| {
+            store.ensure_pipeline_table(connection, &layout)?;
+            let mut statement = connection
+                .prepare(&format!(
+                    "SELECT {id}, {name}, {info}, {refunded} FROM {table} ORDER BY {id}, {attendee}",
+                    table = layout.table,
+                    id = layout.id_column,
+                    name = layout.name_column,
+                    info = layout.attendee_info_column,
+                    refunded = layout.refunded_column,
+                    attendee = layout.attendee_id_column,
+                ))
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)? as u64,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get::<_, i64>(3)? != 0,
+                    ))
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    /// Messages waiting on the local intake queue.
+    pub async fn intake_queue_len(&self) -> Result<u64, StoreError> {
+        self.with(|connection| {
+            connection
+                .query_row("SELECT COUNT(*) FROM intake_queue", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn upsert_pipeline(
+        &self,
+        layout: &PipelineTable,
+        rows: &[AttendeeRow],
+    ) -> Result<(), StoreError> {
+        let layout = layout.clone();
+        let rows = rows.to_vec();
+        let store = self.clone();
+        self.with(move |connection| {
+            let transaction = connection.transaction().map_err(backend)?;
+            store.ensure_pipeline_table(&transaction, &layout)?;
+            for row in &rows {
+                transaction
+                    .prepare_cached(&format!(
+                        "INSERT INTO {table} ({id}, {name}, {info}, {refunded}, {attendee})
+                         VALUES (?1, ?2, ?3, 0, ?4)
+                         ON CONFLICT ({id}, {attendee}) DO UPDATE SET
+                            {name} = excluded.{name}, {info} = excluded.{info}, {refunded} = 0",
+                        table = layout.table,
+                        id = layout.id_column,
+                        name = layout.name_column,
+                        info = layout.attendee_info_column,
+                        refunded = layout.refunded_column,
+                        attendee = layout.attendee_id_column,
+                    ))
+                    .map_err(backend)?
+                    .execute(params![
+                        row.event_id as i64,
+                        row.event_name,
+                        row.attendee_infos,
+                        row.attendee_id as i64
+                    ])
+                    .map_err(backend)?;
+            }
+            transaction.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn refund_pipeline(
+        &self,
+        layout: &PipelineTable,
+        keys: &[AttendeeKey],
+    ) -> Result<(), StoreError> {
+        let layout = layout.clone();
+        let keys = keys.to_vec();
+        let store = self.clone();
+        self.with(move |connection| {
+            let transaction = connection.transaction().map_err(backend)?;
+            store.ensure_pipeline_table(&transaction, &layout)?;
+            for key in &keys {
+                transaction
+                    .prepare_cached(&format!(
+                        "UPDATE {table} SET {refunded} = 1 WHERE {id} = ?1 AND {attendee} = ?2",
+                        table = layout.table,
+                        id = layout.id_column,
+                        refunded = layout.refunded_column,
+                        attendee = layout.attendee_id_column,
+                    ))
+                    .map_err(backend)?
+                    .execute(params![key.event_id as i64, key.attendee_id as i64])
+                    .map_err(backend)?;
+            }
+            transaction.commit().map_err(backend)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ContactVault for SqliteStore {
+    async fn put_contacts(&self, contacts: &[SealedContact]) -> Result<(), StoreError> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        let contacts = contacts.to_vec();
+        self.with(move |connection| {
+            let transaction = connection.transaction().map_err(backend)?;
+            {
+                let mut insert = transaction
+                    .prepare_cached(
+                        "INSERT INTO sealed_contacts (event_id, attendee_id, key_id, sealed, sealed_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (event_id, attendee_id) DO UPDATE SET key_id = excluded.key_id,
+                            sealed = excluded.sealed, sealed_at = excluded.sealed_at",
+                    )
+                    .map_err(backend)?;
+                for contact in &contacts {
+                    insert
+                        .execute(params![
+                            contact.key.event_id as i64,
+                            contact.key.attendee_id as i64,
+                            sealed_key_id(&contact.sealed).unwrap_or("unknown"),
+                            contact.sealed,
+                            contact.sealed_at,
+                        ])
+                        .map_err(backend)?;
+                }
+            }
+            transaction.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn contacts(&self, event_id: u64) -> Result<HashMap<u64, String>, StoreError> {
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT attendee_id, sealed FROM sealed_contacts WHERE event_id = ?1",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([event_id as i64], |row| {
+                    Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?))
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<HashMap<_, _>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn contact_counts(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT event_id, COUNT(*) FROM sealed_contacts GROUP BY event_id ORDER BY event_id",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn contact_key_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT DISTINCT key_id FROM sealed_contacts ORDER BY key_id")
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn shred_contacts(&self, event_id: u64) -> Result<u64, StoreError> {
+        self.with(move |connection| {
+            let deleted = connection
+                .execute(
+                    "DELETE FROM sealed_contacts WHERE event_id = ?1",
+                    [event_id as i64],
+                )
+                .map_err(backend)?;
+            // The write-ahead log still holds the pages until a checkpoint rewrites them.
+            connection
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(backend)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl IntakeQueue for SqliteStore {
+    async fn push(&self, envelope: &Envelope) -> Result<(), QueueError> {
+        let body = serde_json::to_string(envelope)
+            .map_err(|e| QueueError::Malformed(format!("cannot encode a message: {e}")))?;
+        self.with(move |connection| {
+            connection
+                .execute(
+                    "INSERT INTO intake_queue (body, enqueued_at) VALUES (?1, ?2)",
+                    params![body, Utc::now()],
+                )
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+        .map_err(|e| QueueError::Backend(e.to_string()))
+    }
+
+    async fn pull(&self, max: usize) -> Result<Vec<QueuedMessage>, QueueError> {
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT seq, body FROM intake_queue ORDER BY seq LIMIT ?1")
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([max as i64], |row| {
+                    Ok(QueuedMessage {
+                        receipt: row.get::<_, i64>(0)?.to_string(),
+                        body: row.get(1)?,
+                        receive_count: 1,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+        .map_err(|e| QueueError::Backend(e.to_string()))
+    }
+
+    async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
+        let seq: i64 = receipt
+            .parse()
+            .map_err(|_| QueueError::Malformed("not a receipt of this queue".into()))?;
+        self.with(move |connection| {
+            connection
+                .execute("DELETE FROM intake_queue WHERE seq = ?1", [seq])
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+        .map_err(|e| QueueError::Backend(e.to_string()))
+    }
 }
 
 #[async_trait]
@@ -505,6 +858,43 @@ impl Ledger for SqliteStore {
                         .map_err(|e| StoreError::Corrupt(format!("poll run summary: {e}")))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn intake_outcome(&self, batch_id: &str) -> Result<Option<String>, StoreError> {
+        let batch_id = batch_id.to_owned();
+        self.with(move |connection| {
+            connection
+                .query_row(
+                    "SELECT outcome FROM intake_batches WHERE batch_id = ?1",
+                    [batch_id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_intake(&self, record: &IntakeRecord) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.with(move |connection| {
+            connection
+                .execute(
+                    "INSERT OR REPLACE INTO intake_batches
+                        (batch_id, received_at, processed_at, outcome, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        record.batch_id,
+                        record.received_at,
+                        record.processed_at,
+                        record.outcome,
+                        record.detail
+                    ],
+                )
+                .map(|_| ())
+                .map_err(backend)
         })
         .await
     }

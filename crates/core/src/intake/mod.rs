@@ -1,0 +1,40 @@
+//! The doors attendees come in through besides the hosting API: KKTIX's CSV exports and its
+//! organiser webhook. Each turns what it received into an [`IntakeBatch`] — KKTIX attendee
+//! records of the same shape the API gives — so the reconcile treats every door alike.
+
+pub mod csv;
+pub mod queue;
+pub mod receiver;
+pub mod webhook;
+
+use crate::kktix::Attendee;
+use crate::reconcile::SkippedRecord;
+
+pub use self::csv::{parse_exports, CsvMapping, ImportError};
+pub use queue::{Envelope, IntakeQueue, QueueError, QueuedMessage};
+pub use receiver::{Accepted, DrainTrigger, LocalTrigger, Receiver};
+pub use webhook::{key_paths, WebhookMapping};
+
+/// What one import or webhook batch says about one event's attendees.
+#[derive(Debug, Default)]
+pub struct IntakeBatch {
+    pub event_id: u64,
+    /// Attendees to admit (paid) or to wait for (unpaid); never the cancelled ones.
+    pub records: Vec<Attendee>,
+    /// Attendees whose order says cancelled or refunded: revoked at once.
+    pub cancelled: Vec<u64>,
+    /// Every attendee id the input names, rows that were skipped included: for a full
+    /// export, an admitted attendee missing from here was refunded.
+    pub present: Vec<u64>,
+    /// Rows or entries that could not be read, by attendee id (or row number), never values.
+    pub skipped: Vec<SkippedRecord>,
+    /// A full export of the event (a snapshot), rather than some of its orders.
+    pub snapshot: bool,
+    pub warnings: Vec<String>,
+}
+
+impl IntakeBatch {
+    pub fn paid(&self) -> usize {
+        self.records.iter().filter(|a| a.is_paid).count()
+    }
+}
