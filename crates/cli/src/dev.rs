@@ -393,6 +393,7 @@ impl Feed {
         if self.source == SourceArg::Webhook {
             self.sandbox.record_changes();
         }
+        save_state(self.seed, self.purchase_rate, self.sandbox.steps());
         let mut first = true;
         let mut interval = tokio::time::interval(period.max(Duration::from_millis(1)));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -454,7 +455,23 @@ impl Feed {
     }
 
     async fn post_batch(&self, http: &reqwest::Client, changes: &[autopilot_sandbox::Change]) {
-        let (Some(url), Some(body)) = (&self.webhook_url, self.sandbox.webhook_batch(changes))
+        // KKTIX's webhooks are set up per event: only the catalog's events send.
+        let hooked: Vec<u64> = self
+            .reconciler
+            .selector()
+            .catalog
+            .values()
+            .map(CatalogEntry::id)
+            .collect();
+        let changes: Vec<autopilot_sandbox::Change> = changes
+            .iter()
+            .filter(|change| match change {
+                autopilot_sandbox::Change::Paid { event_id, .. }
+                | autopilot_sandbox::Change::Refunded { event_id, .. } => hooked.contains(event_id),
+            })
+            .cloned()
+            .collect();
+        let (Some(url), Some(body)) = (&self.webhook_url, self.sandbox.webhook_batch(&changes))
         else {
             return;
         };

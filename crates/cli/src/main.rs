@@ -231,6 +231,13 @@ async fn import(
         }
         None => {
             settings.require_sealer()?;
+            // A file that is not an export is refused before the store is even opened.
+            autopilot_core::intake::parse_exports(
+                &settings.file.intake.csv,
+                0,
+                &request.attendees,
+                request.orders.as_deref(),
+            )?;
             let stores = open_stores(&settings)?;
             let reconciler = reconciler_from_settings(&settings, &stores)?;
             reconciler.import(request).await?

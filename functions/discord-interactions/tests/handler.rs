@@ -447,3 +447,97 @@ async fn resend_is_ephemeral_and_shows_no_personal_data() {
     assert!(text.contains("\"flags\":64"));
     assert!(!text.contains('@') || text.contains("@original") || !text.contains(".com"));
 }
+
+/// `/autopilot import` with the attendees (and orders) exports attached, served by `base`.
+fn import_interaction(base: &str, attendees_url: Option<&str>) -> String {
+    let mut interaction: Value = serde_json::from_str(&fixture("autopilot_resend.json")).unwrap();
+    let attendees_url = attendees_url.map_or_else(
+        || format!("{base}/attachments/1/attendees.csv"),
+        str::to_owned,
+    );
+    interaction["data"]["options"] = json!([{
+        "name": "import", "type": 1, "options": [
+            {"name": "event", "type": 3, "value": "pycontw-2026-individual"},
+            {"name": "attendees", "type": 11, "value": "1351000000000000001"},
+            {"name": "orders", "type": 11, "value": "1351000000000000002"}
+        ]
+    }]);
+    interaction["data"]["resolved"] = json!({"attachments": {
+        "1351000000000000001": {
+            "id": "1351000000000000001", "filename": "attendees.csv", "size": 19,
+            "url": attendees_url, "proxy_url": attendees_url, "content_type": "text/csv; charset=utf-8"
+        },
+        "1351000000000000002": {
+            "id": "1351000000000000002", "filename": "orders.csv", "size": 17,
+            "url": format!("{base}/attachments/2/orders.csv"), "proxy_url": "", "content_type": "text/csv"
+        }
+    }});
+    interaction.to_string()
+}
+
+#[tokio::test]
+async fn import_fetches_the_attachments_and_hands_them_to_the_poller() {
+    let bot = bot(store_with_sales().await, 2000).await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path("/attachments/1/attendees.csv"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("Id,票種,票券付款狀態\n"))
+        .mount(&bot.discord)
+        .await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path("/attachments/2/orders.csv"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("訂單編號,付款狀態\n"))
+        .mount(&bot.discord)
+        .await;
+    let body = import_interaction(&bot.discord.uri(), None);
+    let (status, answer) = bot.send(&body, bot.signed(&body)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["type"], 5,
+        "deferred: downloads and an import take time"
+    );
+    let imports = bot.operations.imports.lock().unwrap().clone();
+    assert_eq!(imports.len(), 1);
+    assert_eq!(imports[0].event, "pycontw-2026-individual");
+    assert_eq!(imports[0].attendees, "Id,票種,票券付款狀態\n".as_bytes());
+    assert_eq!(
+        imports[0].orders.as_deref(),
+        Some("訂單編號,付款狀態\n".as_bytes())
+    );
+    let edits: Vec<_> = bot
+        .edits()
+        .await
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .collect();
+    let text = String::from_utf8_lossy(&edits[0].body).into_owned();
+    assert!(
+        text.contains("Imported") && text.contains("(import)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn import_refuses_attachments_outside_discords_cdn_and_non_operators() {
+    let bot = bot(store_with_sales().await, 2000).await;
+    let body = import_interaction(
+        &bot.discord.uri(),
+        Some("http://169.254.169.254/latest/meta-data"),
+    );
+    bot.send(&body, bot.signed(&body)).await;
+    assert!(bot.operations.imports.lock().unwrap().is_empty());
+    let edits = bot.edits().await;
+    let text = String::from_utf8_lossy(&edits.last().unwrap().body).into_owned();
+    assert!(text.contains("outside Discord's CDN"), "{text}");
+
+    let mut interaction: Value =
+        serde_json::from_str(&import_interaction(&bot.discord.uri(), None)).unwrap();
+    interaction["member"]["roles"] = json!([]);
+    let body = interaction.to_string();
+    let (_, answer) = bot.send(&body, bot.signed(&body)).await;
+    assert_eq!(answer["data"]["flags"], 64);
+    assert!(answer["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("operators only"));
+    assert!(bot.operations.imports.lock().unwrap().is_empty());
+}

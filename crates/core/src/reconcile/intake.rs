@@ -449,7 +449,8 @@ impl Reconciler {
         if parsed.notifications.is_empty() {
             return Some(Handled::Done);
         }
-        // Every event must be known before anything is applied: the batch is all or nothing.
+        // Notifications of events nobody mapped keep the batch on the queue; the others are
+        // applied now (applying them again later is a no-op).
         let mut by_event: BTreeMap<u64, (HostingEvent, Vec<Change>)> = BTreeMap::new();
         let mut unknown: BTreeSet<String> = BTreeSet::new();
         for notification in parsed.notifications {
@@ -465,15 +466,6 @@ impl Reconciler {
                     unknown.insert(notification.event.to_string());
                 }
             }
-        }
-        if !unknown.is_empty() {
-            if !held_before {
-                state.summary.alerts.push(format!(
-                    "KKTIX webhook batch {batch_id} names event(s) {} that no configuration maps to a KKTIX event id; add them to [events.catalog] (slug = id): the batch is kept and applied once they are",
-                    unknown.into_iter().collect::<Vec<_>>().join(", ")
-                ));
-            }
-            return Some(Handled::Held);
         }
         for (event_id, (event, changes)) in by_event {
             let door = self.selector.door_of(event_id, self.fallback_door());
@@ -497,6 +489,15 @@ impl Reconciler {
             if !outcome.pushed.iter().any(|e| e.id == event_id) {
                 outcome.pushed.push(event);
             }
+        }
+        if !unknown.is_empty() {
+            if !held_before {
+                state.summary.alerts.push(format!(
+                    "KKTIX webhook batch {batch_id} names event(s) {} that no configuration maps to a KKTIX event id; add them to [events.catalog] (slug = id): their orders are kept and applied once they are",
+                    unknown.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            return Some(Handled::Held);
         }
         Some(Handled::Done)
     }
