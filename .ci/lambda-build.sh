@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=never
 
-FUNCTIONS=(kktix-poller authorizer mailer discord-interactions)
+FUNCTIONS=(kktix-poller authorizer mailer discord-interactions receiver)
 
 echo "== pip install cargo-lambda"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore cargo-lambda

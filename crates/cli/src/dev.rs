@@ -16,7 +16,7 @@ use autopilot_core::config::Settings;
 use autopilot_core::contacts::ContactKey;
 use autopilot_core::discord::bot::SpawnDeferrer;
 use autopilot_core::discord::operations::Operations;
-use autopilot_core::intake::{IntakeQueue, LocalTrigger, Receiver};
+use autopilot_core::intake::{IntakeQueue, LocalTrigger};
 use autopilot_core::pii::Sensitive;
 use autopilot_core::reconcile::{ImportRequest, Reconciler};
 use autopilot_core::selection::{CatalogEntry, CatalogEvent, Door};
@@ -232,7 +232,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mail = pipeline.mail.clone();
 
     // The queue the receiver fills and the poller drains: in the store's file with SQLite.
-    let queue: Arc<dyn IntakeQueue> = match &stores.local_queue {
+    let queue: Arc<dyn IntakeQueue> = match &stores.queue {
         Some(queue) => queue.clone(),
         None => Arc::new(
             SqliteStore::open("./autopilot-queue.db").context("opening the local intake queue")?,
@@ -240,12 +240,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let reconciler = Arc::new(pipeline.attach(reconciler.with_queue(queue.clone())));
     let trigger = Arc::new(LocalTrigger::default());
-    let receiver = Arc::new(Receiver::new(
-        settings.kktix_webhook_token.clone(),
-        settings.sealer(),
+    let receiver = Arc::new(autopilot_core::app::receiver(
+        &settings,
         queue,
         trigger.clone(),
-        settings.file.intake.webhook.clone(),
     ));
 
     let (ops_token, generated) = match settings.ops_token.clone() {

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use crate::access::{
     AccessService, Authorizer, FileGuestList, GatherGuestList, GuestList, RemoteAccess,
 };
+use crate::aws::{AwsClient, LambdaTrigger, Service, SqsQueue};
 use crate::config::{ConfigError, Settings};
 use crate::discord::bot::{Deferrer, DiscordBot};
 use crate::discord::operations::{Operations, RemotePoller};
 use crate::discord::rest::DiscordApi;
 use crate::discord::verify::parse_public_key;
-use crate::intake::IntakeQueue;
+use crate::intake::{DrainTrigger, IntakeQueue, Receiver};
 use crate::kktix::{KktixClient, KktixOptions};
 use crate::mail::{
     KlaviyoProvider, MailProvider, MailService, MailTemplate, Mailer, MailgunProvider,
@@ -26,14 +27,16 @@ use crate::selection::Door;
 use crate::store::{BigQueryStore, ContactVault, Ledger, SqliteStore, StoreSpec, Warehouse};
 use crate::upstream::{HttpOptions, UpstreamError};
 
-/// The warehouse, ledger and sealed contacts behind `STORE`, and (SQLite) the local queue.
+/// The warehouse, ledger and sealed contacts behind `STORE`, and the intake queue.
 #[derive(Clone)]
 pub struct Stores {
     pub warehouse: Arc<dyn Warehouse>,
     pub ledger: Arc<dyn Ledger>,
     pub contacts: Arc<dyn ContactVault>,
-    /// The intake queue when it lives in the store's own file (SQLite); deployed, SQS.
+    /// The intake queue when it lives in the store's own file (SQLite).
     pub local_queue: Option<Arc<dyn IntakeQueue>>,
+    /// The queue the poller drains: SQS when `INTAKE_QUEUE_URL` is set, else the local one.
+    pub queue: Option<Arc<dyn IntakeQueue>>,
 }
 
 impl Stores {
@@ -43,7 +46,8 @@ impl Stores {
             warehouse: store.clone(),
             ledger: store.clone(),
             contacts: store.clone(),
-            local_queue: Some(store),
+            local_queue: Some(store.clone()),
+            queue: Some(store),
         }
     }
 }
@@ -70,18 +74,21 @@ fn client_error(var: &'static str) -> impl FnOnce(UpstreamError) -> BuildError {
 /// The warehouse and ledger behind `STORE`. The BigQuery client connects on first use; its
 /// credentials (`GOOGLE_APPLICATION_CREDENTIALS`) and names are checked here.
 pub fn open_stores(settings: &Settings) -> Result<Stores, BuildError> {
-    match &settings.store {
-        StoreSpec::Sqlite(path) => Ok(Stores::sqlite(Arc::new(SqliteStore::open(path)?))),
+    let mut stores = match &settings.store {
+        StoreSpec::Sqlite(path) => Stores::sqlite(Arc::new(SqliteStore::open(path)?)),
         StoreSpec::BigQuery(project) => {
             let store = Arc::new(BigQueryStore::from_settings(project, settings)?);
-            Ok(Stores {
+            Stores {
                 warehouse: store.clone(),
                 ledger: store.clone(),
                 contacts: store,
                 local_queue: None,
-            })
+                queue: None,
+            }
         }
-    }
+    };
+    stores.queue = intake_queue(settings, stores.local_queue.clone())?;
+    Ok(stores)
 }
 
 /// Where access, mail and notices go after a reconcile loads an attendee.
@@ -332,10 +339,99 @@ fn with_intake(reconciler: Reconciler, settings: &Settings, stores: &Stores) -> 
             sealer,
         });
     }
-    if let Some(queue) = &stores.local_queue {
+    if let Some(queue) = &stores.queue {
         reconciler = reconciler.with_queue(queue.clone());
     }
     reconciler
+}
+
+fn aws_client(settings: &Settings, why: &'static str) -> Result<AwsClient, BuildError> {
+    let credentials = settings.require_aws(why)?;
+    AwsClient::new(credentials, std::time::Duration::from_secs(10))
+        .map_err(client_error("AWS_REGION"))
+}
+
+fn aws_endpoint(settings: &Settings, service: Service) -> Result<url::Url, BuildError> {
+    let region = settings
+        .aws
+        .as_ref()
+        .map(|aws| aws.region.clone())
+        .unwrap_or_default();
+    service
+        .endpoint(&region, &|name| settings.aws_endpoints.get(name).cloned())
+        .map_err(client_error(service.endpoint_var()))
+}
+
+/// The intake queue: SQS at `INTAKE_QUEUE_URL` when set (deployed), else the SQLite store's.
+pub fn intake_queue(
+    settings: &Settings,
+    local: Option<Arc<dyn IntakeQueue>>,
+) -> Result<Option<Arc<dyn IntakeQueue>>, BuildError> {
+    match &settings.intake_queue_url {
+        Some(url) => {
+            let client = aws_client(
+                settings,
+                "INTAKE_QUEUE_URL is an SQS queue, reached with the function's AWS credentials",
+            )?;
+            Ok(Some(Arc::new(SqsQueue::new(
+                client,
+                aws_endpoint(settings, Service::Sqs)?,
+                url,
+                // Longer than a poller run: a message handed out is not handed out twice at once.
+                std::time::Duration::from_secs(360),
+            ))))
+        }
+        None => Ok(local),
+    }
+}
+
+/// The receiver's queue: it holds no store, so SQS (`INTAKE_QUEUE_URL`) is required.
+pub fn intake_queue_for_receiver(settings: &Settings) -> Result<Arc<dyn IntakeQueue>, BuildError> {
+    intake_queue(settings, None)?.ok_or_else(|| {
+        ConfigError::Missing {
+            var: "INTAKE_QUEUE_URL",
+            hint: "the SQS queue the receiver puts webhook batches on for the poller",
+        }
+        .into()
+    })
+}
+
+/// What wakes the poller when a batch is queued: the poller function (`POLLER_FUNCTION_NAME`),
+/// or `local` (the in-process drain task of `autopilot dev`).
+pub fn drain_trigger(
+    settings: &Settings,
+    local: Arc<dyn DrainTrigger>,
+) -> Result<Arc<dyn DrainTrigger>, BuildError> {
+    match &settings.poller_function_name {
+        Some(function) => {
+            let client = aws_client(
+                settings,
+                "POLLER_FUNCTION_NAME is woken with the function's AWS credentials",
+            )?;
+            Ok(Arc::new(LambdaTrigger::new(
+                client,
+                aws_endpoint(settings, Service::Lambda)?,
+                function,
+            )))
+        }
+        None => Ok(local),
+    }
+}
+
+/// The receiver of the KKTIX webhook (and the attendee page): the token, the sealing key
+/// and the queue — nothing else.
+pub fn receiver(
+    settings: &Settings,
+    queue: Arc<dyn IntakeQueue>,
+    trigger: Arc<dyn DrainTrigger>,
+) -> Receiver {
+    Receiver::new(
+        settings.kktix_webhook_token.clone(),
+        settings.sealer(),
+        queue,
+        trigger,
+        settings.file.intake.webhook.clone(),
+    )
 }
 
 /// Which doors the configuration uses, checked against the secrets it has: the API needs

@@ -130,6 +130,15 @@ pub struct Settings {
     pub contact_key_previous: Option<ContactKey>,
     /// `KKTIX_WEBHOOK_TOKEN`: the secret path segment of `POST /kktix/webhook/{token}`.
     pub kktix_webhook_token: Option<Sensitive<String>>,
+    /// `INTAKE_QUEUE_URL`: the SQS queue between the receiver and the poller (deployed);
+    /// unset, the queue is a table of the SQLite store.
+    pub intake_queue_url: Option<String>,
+    /// `POLLER_FUNCTION_NAME`: the poller function the receiver wakes (deployed).
+    pub poller_function_name: Option<String>,
+    /// The credentials and region Lambda gives every function, when present.
+    pub aws: Option<crate::aws::AwsCredentials>,
+    /// `AWS_ENDPOINT_URL_*` and the rest of the environment the AWS clients read.
+    pub aws_endpoints: std::collections::BTreeMap<String, String>,
     pub file: FileSettings,
     /// The TOML file that was read, if any.
     pub config_path: Option<PathBuf>,
@@ -247,7 +256,24 @@ impl Settings {
             }
             other => other.map(|token| Sensitive::new(token.trim().to_owned())),
         };
+        let aws_endpoints = [
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_SQS",
+            "AWS_ENDPOINT_URL_LAMBDA",
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+        ]
+        .into_iter()
+        .filter_map(|name| var(name).map(|value| (name.to_owned(), value)))
+        .collect();
+        let intake_queue_url = match var("INTAKE_QUEUE_URL") {
+            Some(url) => Some(parse_base_url("INTAKE_QUEUE_URL", &url)?),
+            None => None,
+        };
         Ok(Self {
+            intake_queue_url,
+            poller_function_name: var("POLLER_FUNCTION_NAME").map(|n| n.trim().to_owned()),
+            aws: crate::aws::AwsCredentials::from_env(&|name| var(name)),
+            aws_endpoints,
             contact_key,
             contact_key_previous,
             kktix_webhook_token,
@@ -301,6 +327,17 @@ impl Settings {
                 hint: "GATHER_SPACE_ID is set; the Gather API key is needed too",
             }),
         }
+    }
+
+    /// The credentials of the AWS calls (Lambda's environment), or an error naming them.
+    pub fn require_aws(
+        &self,
+        why: &'static str,
+    ) -> Result<crate::aws::AwsCredentials, ConfigError> {
+        self.aws.clone().ok_or(ConfigError::Missing {
+            var: "AWS_ACCESS_KEY_ID",
+            hint: why,
+        })
     }
 
     /// The keys that seal contacts, when `CONTACT_KEY` is set.

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api;
 pub mod app;
+pub mod aws;
 pub mod config;
 pub mod contacts;
 pub mod deidentify;

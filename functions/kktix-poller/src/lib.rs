@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use autopilot_core::api::{Api, HttpRequest, HttpResponse};
+use autopilot_core::aws::DrainEvent;
 use autopilot_core::reconcile::{Reconciler, RunOutcome};
 use bytes::Bytes;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
@@ -27,6 +28,14 @@ pub async fn handle_event(poller: &Poller, payload: Value) -> Result<Value, lamb
         let request: lambda_http::Request = request.into();
         let response = poller.api.handle(to_core_request(request)).await;
         return Ok(to_gateway_response(&origin, response)?);
+    }
+    // The receiver's wake-up: drain the intake queue now (webhook batches just accepted).
+    if DrainEvent::matches(&payload) {
+        let Some(summary) = poller.reconciler.drain().await else {
+            return Ok(serde_json::json!({"drained": 0}));
+        };
+        println!("{summary}");
+        return Ok(serde_json::to_value(&summary)?);
     }
     // Anything else is the schedule (EventBridge Scheduler sends its configured input).
     let summary = poller.reconciler.run().await;

@@ -149,3 +149,32 @@ async fn unknown_routes_and_methods_are_4xx() {
     let response = handle_event(&poller, event).await.unwrap();
     assert_eq!(response["statusCode"], 405);
 }
+
+#[tokio::test]
+async fn the_receivers_wake_up_drains_the_queue_and_reads_the_events_it_names() {
+    use autopilot_core::intake::{Envelope, IntakeQueue};
+    let (poller, store, _sandbox) = poller().await;
+    let empty = handle_event(&poller, fixture("receiver-drain-event.json"))
+        .await
+        .unwrap();
+    assert_eq!(empty["drained"], 0, "nothing queued, no run");
+    assert!(store.last_run(false).await.unwrap().is_none());
+
+    // A webhook batch accepted without CONTACT_KEY is a trigger for the API events it names.
+    store
+        .push(&Envelope::KktixWebhook {
+            batch_id: "1:abcd".into(),
+            received_at: chrono::Utc::now(),
+            sealed_body: None,
+            events: vec!["pycontw-2026-individual".into()],
+        })
+        .await
+        .unwrap();
+    let summary = handle_event(&poller, fixture("receiver-drain-event.json"))
+        .await
+        .unwrap();
+    assert_eq!(summary["kind"], "webhook", "{summary}");
+    assert_eq!(summary["events"], 1);
+    assert!(summary["new_paid"].as_u64().unwrap() > 0);
+    assert_eq!(store.intake_queue_len().await.unwrap(), 0);
+}

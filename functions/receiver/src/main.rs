@@ -1,0 +1,30 @@
+//! Thin entry point: build once from the environment (the webhook token, CONTACT_KEY, the
+//! queue and the poller's name only), then serve requests.
+
+use std::sync::Arc;
+
+use autopilot_core::api::Api;
+use autopilot_core::app::{drain_trigger, intake_queue_for_receiver, receiver};
+use autopilot_core::config::Settings;
+use autopilot_core::intake::LocalTrigger;
+use lambda_http::{service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(false)
+        .without_time()
+        .init();
+    let settings = Settings::from_env()?;
+    let queue = intake_queue_for_receiver(&settings)?;
+    let trigger = drain_trigger(&settings, Arc::new(LocalTrigger::default()))?;
+    let api = Api::new(None).with_receiver(Arc::new(receiver(&settings, queue, trigger)));
+    lambda_http::run(service_fn(|request: Request| {
+        let api = api.clone();
+        async move { Ok::<_, Error>(::receiver::handle(&api, request).await) }
+    }))
+    .await
+}
