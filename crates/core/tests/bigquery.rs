@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use autopilot_core::store::{
     AttendeeKey, AttendeeRow, BigQueryAuth, BigQueryOptions, BigQuerySettings, BigQueryStore,
-    EventRecord, Ledger, LedgerEntry, LookupField, Step, StoreError, Warehouse,
+    ContactVault, EventRecord, Ledger, LedgerEntry, LookupField, Step, StoreError, Warehouse,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
@@ -90,6 +90,8 @@ const ALL_COLUMNS: &[&str] = &[
     "batch_id",
     "received_at",
     "processed_at",
+    "attendee_info",
+    "refunded",
 ];
 
 fn table_body(dataset: &str, table: &str, columns: &[&str]) -> Value {
@@ -1076,4 +1078,88 @@ async fn a_query_answer_listing_errors_is_a_failure_not_an_empty_result() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("invalidQuery"), "{error}");
+}
+
+#[tokio::test]
+async fn the_pipeline_table_is_written_with_parameterised_dml_and_contacts_are_streamed_sealed() {
+    let server = MockServer::start().await;
+    mount_existing(&server).await;
+    mount_insert_ok(&server).await;
+    mount_query(&server, query_answer(&[], &[])).await;
+    let store = store(&server);
+    let layout = autopilot_core::store::PipelineTable {
+        enabled: true,
+        ..Default::default()
+    };
+    store
+        .upsert_pipeline_rows(&layout, &[row(1, at(1)), row(2, at(1))])
+        .await
+        .unwrap();
+    store
+        .mark_pipeline_refunded(
+            &layout,
+            &[AttendeeKey {
+                event_id: 7,
+                attendee_id: 2,
+            }],
+        )
+        .await
+        .unwrap();
+    let queries = bodies(&server, "/queries").await;
+    let sql: Vec<&str> = queries
+        .iter()
+        .map(|b| b["query"].as_str().unwrap())
+        .collect();
+    assert!(sql[0].starts_with(
+        "DELETE FROM `test-project.ods.ods_kktix_attendeeId_datetime` WHERE id = @event_id AND attendee_id IN (@a0, @a1)"
+    ), "{}", sql[0]);
+    assert!(sql[1].starts_with(
+        "INSERT INTO `test-project.ods.ods_kktix_attendeeId_datetime` (id, name, attendee_info, refunded, attendee_id) VALUES (@event_id, @n0, @i0, FALSE, @a0)"
+    ), "{}", sql[1]);
+    assert!(
+        sql[2].starts_with(
+            "UPDATE `test-project.ods.ods_kktix_attendeeId_datetime` SET refunded = TRUE"
+        ),
+        "{}",
+        sql[2]
+    );
+    for statement in &sql {
+        assert!(!statement.contains("SECRET-INFO") && !statement.contains("PyCon TW"));
+    }
+    assert!(queries[1]["queryParameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["parameterValue"]["value"]
+            .as_str()
+            .is_some_and(|v| v.contains("SECRET-INFO"))));
+
+    // A sealed contact is streamed as it is: the store never sees it in clear.
+    let sealer = autopilot_core::contacts::Sealer::new(
+        autopilot_core::contacts::ContactKey::from_bytes([1; 32]),
+        None,
+    );
+    let key = AttendeeKey {
+        event_id: 7,
+        attendee_id: 1,
+    };
+    let card = autopilot_core::contacts::ContactCard {
+        email: "clear@example.com".into(),
+        name: "Clear Name".into(),
+        ticket_name: "Regular".into(),
+        checkin_code: None,
+        reg_no: None,
+    };
+    store
+        .put_contacts(&[autopilot_core::store::SealedContact {
+            key,
+            sealed: sealer.seal(key, &card),
+            sealed_at: at(2),
+        }])
+        .await
+        .unwrap();
+    let inserts = bodies(&server, "/insertAll").await;
+    let text = serde_json::to_string(&inserts).unwrap();
+    assert!(text.contains(sealer.current_id()));
+    assert!(!text.contains("clear@example.com") && !text.contains("Clear Name"));
 }

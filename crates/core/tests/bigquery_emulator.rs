@@ -13,10 +13,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use autopilot_core::contacts::{ContactCard, ContactKey, Sealer};
 use autopilot_core::reconcile::RunSummary;
 use autopilot_core::store::{
     AttendeeKey, AttendeeRow, BigQueryAuth, BigQueryOptions, BigQuerySettings, BigQueryStore,
-    EventRecord, Ledger, LedgerEntry, LookupField, Stages, Step, Warehouse,
+    ContactVault, EventRecord, IntakeRecord, Ledger, LedgerEntry, LookupField, PipelineTable,
+    SealedContact, Stages, Step, Warehouse,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
@@ -284,5 +286,103 @@ async fn the_sqlite_scenario_runs_on_the_emulator() {
         .collect();
     assert_eq!(recent, ["b", "a"]);
     assert_eq!(store.recent_runs(1).await.unwrap().len(), 1);
+
+    // Intake batches: a repeat is recognised.
+    assert_eq!(store.intake_outcome("7:abcd").await.unwrap(), None);
+    store
+        .record_intake(&IntakeRecord {
+            batch_id: "7:abcd".into(),
+            received_at: at(40),
+            processed_at: at(41),
+            outcome: "processed".into(),
+            detail: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.intake_outcome("7:abcd").await.unwrap().as_deref(),
+        Some("processed")
+    );
+
+    // Sealed contacts: the newest per attendee, counted, shredded by event.
+    let sealer = Sealer::new(ContactKey::from_bytes([3; 32]), None);
+    let card = |email: &str| ContactCard {
+        email: email.into(),
+        name: "Ann".into(),
+        ticket_name: "Regular".into(),
+        checkin_code: None,
+        reg_no: Some(1),
+    };
+    let sealed = |attendee_id: u64, email: &str, seconds: i64| SealedContact {
+        key: AttendeeKey {
+            event_id: 1,
+            attendee_id,
+        },
+        sealed: sealer.seal(
+            AttendeeKey {
+                event_id: 1,
+                attendee_id,
+            },
+            &card(email),
+        ),
+        sealed_at: at(seconds),
+    };
+    store
+        .put_contacts(&[
+            sealed(5, "old@example.com", 50),
+            sealed(6, "b@example.com", 50),
+        ])
+        .await
+        .unwrap();
+    store
+        .put_contacts(&[sealed(5, "new@example.com", 51)])
+        .await
+        .unwrap();
+    let contacts = store.contacts(1).await.unwrap();
+    assert_eq!(contacts.len(), 2);
+    let five = AttendeeKey {
+        event_id: 1,
+        attendee_id: 5,
+    };
+    assert_eq!(
+        sealer.open(five, &contacts[&5]).unwrap().email,
+        "new@example.com"
+    );
+    assert_eq!(store.contact_counts().await.unwrap(), vec![(1, 2)]);
+    assert_eq!(
+        store.contact_key_ids().await.unwrap(),
+        vec![sealer.current_id().to_owned()]
+    );
+    assert_eq!(store.shred_contacts(1).await.unwrap(), 2);
+    assert!(store.contacts(1).await.unwrap().is_empty());
+    assert!(store.contact_counts().await.unwrap().is_empty());
+
+    // The team's pipeline table: one row per attendee, refunded in place.
+    let layout = PipelineTable {
+        enabled: true,
+        ..PipelineTable::default()
+    };
+    store
+        .upsert_pipeline_rows(&layout, &[row(at(60), "activated")])
+        .await
+        .unwrap();
+    store
+        .upsert_pipeline_rows(&layout, &[row(at(61), "activated")])
+        .await
+        .unwrap();
+    let rows = store.pipeline_rows(&layout).await.unwrap();
+    assert_eq!(rows.len(), 1, "replaced, not appended: {rows:?}");
+    assert!(!rows[0].3);
+    store.mark_pipeline_refunded(&layout, &[key]).await.unwrap();
+    let rows = store.pipeline_rows(&layout).await.unwrap();
+    assert_eq!(
+        rows,
+        vec![(
+            1,
+            "Conf Registration".to_owned(),
+            first.attendee_infos.clone(),
+            true
+        )]
+    );
     drop(emulator);
 }

@@ -965,6 +965,37 @@ impl BigQueryStore {
         self.ensure_table(&dataset, table, WAREHOUSE_COLUMNS).await
     }
 
+    /// Every row of the pipeline table: (event id, event name, record JSON, refunded), for
+    /// tests and inspection.
+    pub async fn pipeline_rows(
+        &self,
+        layout: &PipelineTable,
+    ) -> Result<Vec<(u64, String, String, bool)>, StoreError> {
+        self.ensure_pipeline_table(layout).await?;
+        let sql = format!(
+            "SELECT {id}, {name}, {info}, {refunded} FROM {table} ORDER BY {id}, {attendee}",
+            table = self.warehouse_ref(&layout.table),
+            id = layout.id_column,
+            name = layout.name_column,
+            info = layout.attendee_info_column,
+            refunded = layout.refunded_column,
+            attendee = layout.attendee_id_column,
+        );
+        let rows = self
+            .query("reading the pipeline table", sql, Vec::new(), 4)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.uint(0, &layout.id_column)?,
+                    row.text(1, &layout.name_column)?,
+                    row.text(2, &layout.attendee_info_column)?,
+                    row.boolean(3, &layout.refunded_column)?,
+                ))
+            })
+            .collect()
+    }
+
     /// The team's pipeline table, with the column names its configuration gives.
     async fn ensure_pipeline_table(&self, layout: &PipelineTable) -> Result<(), StoreError> {
         layout.validate().map_err(StoreError::Backend)?;
