@@ -232,9 +232,8 @@ async fn import(
         None => {
             settings.require_sealer()?;
             // A file that is not an export is refused before the store is even opened.
-            autopilot_core::intake::parse_exports(
+            autopilot_core::intake::check_exports(
                 &settings.file.intake.csv,
-                0,
                 &request.attendees,
                 request.orders.as_deref(),
             )?;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use autopilot_core::contacts::{ContactCard, ContactKey, Sealer};
 use autopilot_core::reconcile::RunSummary;
 use autopilot_core::store::{
-    AttendeeKey, AttendeeRow, BigQueryAuth, BigQueryOptions, BigQuerySettings, BigQueryStore,
-    ContactVault, EventRecord, IntakeRecord, Ledger, LedgerEntry, LookupField, PipelineTable,
+    AttendeeKey, AttendeeRow, BatchRecord, BigQueryAuth, BigQueryOptions, BigQuerySettings,
+    BigQueryStore, ContactVault, EventRecord, Ledger, LedgerEntry, LookupField, PipelineTable,
     SealedContact, Stages, Step, Warehouse,
 };
 use chrono::{DateTime, TimeZone, Utc};
@@ -290,7 +290,7 @@ async fn the_sqlite_scenario_runs_on_the_emulator() {
     // Intake batches: a repeat is recognised.
     assert_eq!(store.intake_outcome("7:abcd").await.unwrap(), None);
     store
-        .record_intake(&IntakeRecord {
+        .record_intake(&BatchRecord {
             batch_id: "7:abcd".into(),
             received_at: at(40),
             processed_at: at(41),

@@ -16,7 +16,9 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::IntakeBatch;
+use std::sync::Arc;
+
+use super::{IntakeBatch, IntakeRecord};
 use crate::kktix::Attendee;
 use crate::reconcile::SkippedRecord;
 
@@ -237,7 +239,7 @@ pub fn parse_exports(
         Some(bytes) => Some(read_orders(mapping, zone, bytes)?),
         None => None,
     };
-    let table = Table::read("attendees", attendees)?;
+    let mut table = Table::read("attendees", attendees)?;
     let columns = &mapping.attendees;
     let mut required = vec![&columns.id, &columns.ticket_name, &columns.payment_state];
     if orders.is_some() {
@@ -250,7 +252,7 @@ pub fn parse_exports(
         .filter_map(|aliases| table.column(aliases))
         .collect();
     // Every other column is a question of the form, in the export's order.
-    let questions: Vec<(usize, &str)> = table
+    let questions: Vec<(usize, String)> = table
         .headers
         .iter()
         .enumerate()
@@ -259,11 +261,18 @@ pub fn parse_exports(
             let label = mapping
                 .label_aliases
                 .get(header.as_str())
-                .map(String::as_str)
-                .unwrap_or(header.as_str());
+                .cloned()
+                .unwrap_or_else(|| header.clone());
             (index, label)
         })
         .collect();
+    let context = Arc::new(RowContext {
+        questions,
+        ticket_name: table.column(&columns.ticket_name),
+        checkin_code: table.column(&columns.checkin_code),
+        qrcode: table.column(&columns.qrcode),
+        currency: mapping.currency.clone(),
+    });
 
     let mut batch = IntakeBatch {
         event_id,
@@ -272,7 +281,9 @@ pub fn parse_exports(
     };
     let mut seen: HashSet<u64> = HashSet::new();
     let mut orders_missing: BTreeSet<String> = BTreeSet::new();
-    for (index, row) in table.rows.iter().enumerate() {
+    let header_len = table.headers.len();
+    let rows = std::mem::take(&mut table.rows);
+    for (index, row) in rows.into_iter().enumerate() {
         // Line numbers as a spreadsheet shows them: the header is row 1.
         let row_number = index + 2;
         let skip = |batch: &mut IntakeBatch, attendee_id: u64, reason: String| {
@@ -282,7 +293,7 @@ pub fn parse_exports(
                 reason,
             });
         };
-        let raw_id = table.field(row, &columns.id).unwrap_or_default();
+        let raw_id = table.field(&row, &columns.id).unwrap_or_default();
         let Some(id) = parse_number(raw_id) else {
             skip(
                 &mut batch,
@@ -303,16 +314,15 @@ pub fn parse_exports(
             continue;
         }
         batch.present.push(id);
-        let row = match row {
-            Ok(fields) if fields.len() == table.headers.len() => fields,
+        let fields = match row {
+            Ok(fields) if fields.len() == header_len => fields,
             Ok(fields) => {
                 skip(
                     &mut batch,
                     id,
                     format!(
-                        "row {row_number}: {} fields where the header has {}",
+                        "row {row_number}: {} fields where the header has {header_len}",
                         fields.len(),
-                        table.headers.len()
                     ),
                 );
                 continue;
@@ -322,13 +332,18 @@ pub fn parse_exports(
                 continue;
             }
         };
-        match attendee_record(mapping, zone, &table, row, id, &questions, orders.as_ref()) {
-            Ok(Record::Cancelled) => batch.cancelled.push(id),
-            Ok(Record::Attendee(attendee, order_missing)) => {
+        match row_facts(mapping, zone, &table, &fields, orders.as_ref()) {
+            Ok(Facts::Cancelled) => batch.cancelled.push(id),
+            Ok(Facts::Attendee(facts, order_missing)) => {
                 if let Some(order_no) = order_missing {
                     orders_missing.insert(order_no);
                 }
-                batch.records.push(*attendee);
+                batch.records.push(IntakeRecord::Row(CsvRow {
+                    id,
+                    fields,
+                    facts,
+                    context: context.clone(),
+                }));
             }
             Err(reason) => skip(&mut batch, id, format!("row {row_number}: {reason}")),
         }
@@ -342,21 +357,132 @@ pub fn parse_exports(
     Ok(batch)
 }
 
-enum Record {
+/// Checks that both files are KKTIX exports (their required columns are there) without
+/// reading their rows: what an operator's command does before it opens the store.
+pub fn check_exports(
+    mapping: &CsvMapping,
+    attendees: &[u8],
+    orders: Option<&[u8]>,
+) -> Result<(), ImportError> {
+    let columns = &mapping.attendees;
+    let table = Table::headers_only("attendees", attendees)?;
+    let mut required = vec![&columns.id, &columns.ticket_name, &columns.payment_state];
+    if orders.is_some() {
+        required.push(&columns.order_no);
+    }
+    table.require(&required)?;
+    if let Some(orders) = orders {
+        let table = Table::headers_only("orders", orders)?;
+        table.require(&[&mapping.orders.order_no, &mapping.orders.payment_state])?;
+    }
+    Ok(())
+}
+
+/// What every row of one export shares: where the form's questions and the other columns
+/// are.
+#[derive(Debug)]
+struct RowContext {
+    questions: Vec<(usize, String)>,
+    ticket_name: Option<usize>,
+    checkin_code: Option<usize>,
+    qrcode: Option<usize>,
+    currency: String,
+}
+
+/// A row's facts, read and checked when the file is parsed.
+#[derive(Debug, Clone)]
+struct RowFacts {
+    reg_no: Option<u64>,
+    order_no: Option<String>,
+    price: Option<f64>,
+    paid_at: Option<DateTime<Utc>>,
+    is_paid: bool,
+    state: Option<String>,
+    payment_method: Option<String>,
+}
+
+/// One valid row of the attendees export, kept as its fields and turned into a KKTIX
+/// record only when the reconcile needs it (a re-import of 10,000 attendees builds none).
+#[derive(Debug)]
+pub struct CsvRow {
+    id: u64,
+    fields: Fields,
+    facts: RowFacts,
+    context: Arc<RowContext>,
+}
+
+impl CsvRow {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The row as the record the hosting API would give.
+    pub fn build(&self) -> Result<Attendee, String> {
+        let field = |index: Option<usize>| {
+            index
+                .and_then(|i| self.fields.get(i))
+                .map(|value| value.trim())
+                .filter(|value| !value.is_empty())
+        };
+        let facts = &self.facts;
+        let data: Vec<Value> = self
+            .context
+            .questions
+            .iter()
+            .map(|(index, label)| json!([label, self.fields.get(*index).unwrap_or("")]))
+            .collect();
+        let mut raw = Map::new();
+        raw.insert("id".into(), json!(self.id));
+        raw.insert(
+            "ticket_name".into(),
+            json!(field(self.context.ticket_name).unwrap_or_default()),
+        );
+        raw.insert("reg_no".into(), json!(facts.reg_no));
+        raw.insert(
+            "order_no".into(),
+            match facts.order_no.as_deref().and_then(parse_number) {
+                Some(number) => json!(number),
+                None => json!(facts.order_no),
+            },
+        );
+        raw.insert(
+            "state".into(),
+            json!(facts.state.clone().unwrap_or_else(|| "activated".into())),
+        );
+        raw.insert(
+            "checkin_code".into(),
+            json!(field(self.context.checkin_code)),
+        );
+        raw.insert("qrcode".into(), json!(field(self.context.qrcode)));
+        raw.insert("is_paid".into(), json!(facts.is_paid));
+        raw.insert("price".into(), json!(facts.price));
+        raw.insert("currency".into(), json!(self.context.currency));
+        raw.insert("payment_method".into(), json!(facts.payment_method));
+        raw.insert("data".into(), Value::Array(data));
+        raw.insert(
+            "updated_at".into(),
+            json!(facts
+                .paid_at
+                .map(|at| at.timestamp_millis() as f64 / 1000.0)),
+        );
+        raw.insert("source".into(), json!("csv"));
+        Attendee::from_value(Value::Object(raw)).map_err(|e| e.reason)
+    }
+}
+
+enum Facts {
     /// Admit or wait; with the order number when the orders export did not list it.
-    Attendee(Box<Attendee>, Option<String>),
+    Attendee(RowFacts, Option<String>),
     Cancelled,
 }
 
-fn attendee_record(
+fn row_facts(
     mapping: &CsvMapping,
     zone: chrono_tz::Tz,
     table: &Table,
-    row: &[String],
-    id: u64,
-    questions: &[(usize, &str)],
+    row: &Fields,
     orders: Option<&HashMap<String, Order>>,
-) -> Result<Record, String> {
+) -> Result<Facts, String> {
     let columns = &mapping.attendees;
     let text = |column: &Aliases| {
         table
@@ -400,52 +526,20 @@ fn attendee_record(
         _ => (None, None),
     };
     if order.is_some_and(|order| order.cancelled) {
-        return Ok(Record::Cancelled);
+        return Ok(Facts::Cancelled);
     }
-    let is_paid = ticket_paid && order.is_none_or(|order| order.paid);
-    let paid_at = order.and_then(|order| order.paid_at).or(sold_at);
-
-    let data: Vec<Value> = questions
-        .iter()
-        .map(|(index, label)| json!([label, row.get(*index).map(|v| v.as_str()).unwrap_or("")]))
-        .collect();
-    let mut raw = Map::new();
-    raw.insert("id".into(), json!(id));
-    raw.insert(
-        "ticket_name".into(),
-        json!(text(&columns.ticket_name).unwrap_or_default()),
-    );
-    raw.insert("reg_no".into(), json!(reg_no));
-    raw.insert(
-        "order_no".into(),
-        match order_text.as_deref().and_then(parse_number) {
-            Some(number) => json!(number),
-            None => json!(order_text),
+    Ok(Facts::Attendee(
+        RowFacts {
+            reg_no,
+            order_no: order_text,
+            price,
+            paid_at: order.and_then(|order| order.paid_at).or(sold_at),
+            is_paid: ticket_paid && order.is_none_or(|order| order.paid),
+            state: order.and_then(|order| order.state.clone()),
+            payment_method: order.and_then(|order| order.payment_method.clone()),
         },
-    );
-    raw.insert(
-        "state".into(),
-        json!(order
-            .and_then(|order| order.state.clone())
-            .unwrap_or_else(|| "activated".into())),
-    );
-    raw.insert("checkin_code".into(), json!(text(&columns.checkin_code)));
-    raw.insert("qrcode".into(), json!(text(&columns.qrcode)));
-    raw.insert("is_paid".into(), json!(is_paid));
-    raw.insert("price".into(), json!(price));
-    raw.insert("currency".into(), json!(mapping.currency));
-    raw.insert(
-        "payment_method".into(),
-        json!(order.and_then(|order| order.payment_method.clone())),
-    );
-    raw.insert("data".into(), Value::Array(data));
-    raw.insert(
-        "updated_at".into(),
-        json!(paid_at.map(|at| at.timestamp_millis() as f64 / 1000.0)),
-    );
-    raw.insert("source".into(), json!("csv"));
-    let attendee = Attendee::from_value(Value::Object(raw)).map_err(|e| e.reason)?;
-    Ok(Record::Attendee(Box::new(attendee), order_missing))
+        order_missing,
+    ))
 }
 
 fn read_orders(
@@ -490,12 +584,49 @@ fn read_orders(
     Ok(orders)
 }
 
+/// One CSV record's fields in a single allocation (a 10,000-row export is 10,000 strings, not
+/// 250,000).
+#[derive(Debug, Clone)]
+struct Fields {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Fields {
+    fn of(record: &::csv::ByteRecord) -> Result<Self, String> {
+        let text = String::from_utf8(record.as_slice().to_vec())
+            .map_err(|_| "a field is not UTF-8".to_owned())?;
+        let ends = (0..record.len())
+            .map(|i| record.range(i).map_or(0, |range| range.end as u32))
+            .collect();
+        Ok(Self { text, ends })
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)? as usize;
+        let start = match index {
+            0 => 0,
+            _ => self.ends[index - 1] as usize,
+        };
+        // Fields end at delimiters, which are ASCII: always character boundaries.
+        self.text.get(start..end)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
 /// A parsed CSV file: trimmed headers, and each row as fields or the reason it is unreadable.
 struct Table {
     file: &'static str,
     headers: Vec<String>,
     index: HashMap<String, usize>,
-    rows: Vec<Result<Vec<String>, String>>,
+    rows: Vec<Result<Fields, String>>,
 }
 
 impl Table {
@@ -535,13 +666,7 @@ impl Table {
         let mut rows = Vec::new();
         for record in reader.byte_records() {
             let row = match record {
-                Ok(record) => record
-                    .iter()
-                    .map(|field| {
-                        String::from_utf8(field.to_vec())
-                            .map_err(|_| "a field is not UTF-8".to_owned())
-                    })
-                    .collect::<Result<Vec<_>, _>>(),
+                Ok(record) => Fields::of(&record),
                 Err(error) => Err(csv_reason(&error)),
             };
             // A blank line between rows is not a row.
@@ -556,6 +681,27 @@ impl Table {
             index,
             rows,
         })
+    }
+
+    /// The header row alone.
+    fn headers_only(file: &'static str, bytes: &[u8]) -> Result<Self, ImportError> {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let first_record_end = {
+            // Enough of the file for the header, however long its quoted labels are.
+            let mut reader = ::csv::ReaderBuilder::new()
+                .flexible(true)
+                .has_headers(false)
+                .from_reader(bytes);
+            let mut record = ::csv::ByteRecord::new();
+            match reader.read_byte_record(&mut record) {
+                Ok(_) => record
+                    .position()
+                    .map(|_| reader.position().byte() as usize)
+                    .unwrap_or(bytes.len()),
+                Err(_) => bytes.len(),
+            }
+        };
+        Self::read(file, &bytes[..first_record_end.min(bytes.len())])
     }
 
     fn require(&self, columns: &[&Aliases]) -> Result<(), ImportError> {
@@ -590,7 +736,7 @@ impl Table {
     }
 
     /// A field of a row that may be unreadable (for its id, which decides how it is reported).
-    fn field<'a>(&self, row: &'a Result<Vec<String>, String>, column: &Aliases) -> Option<&'a str> {
+    fn field<'a>(&self, row: &'a Result<Fields, String>, column: &Aliases) -> Option<&'a str> {
         let fields = row.as_ref().ok()?;
         fields.get(self.column(column)?).map(|value| value.trim())
     }
@@ -683,15 +829,26 @@ mod tests {
         126000002,activated,未繳費,,,,ATM 虛擬帳號,ming@example.com\n\
         126000003,cancelled,已繳費,2026/03/01 12:01:00,2026/03/02 09:00:00,,信用卡,yi@example.com\n";
 
+    fn built(batch: IntakeBatch) -> (IntakeBatch, Vec<Attendee>) {
+        let mut batch = batch;
+        let records = std::mem::take(&mut batch.records)
+            .into_iter()
+            .map(|record| record.build().unwrap())
+            .collect();
+        (batch, records)
+    }
+
     #[test]
     fn joins_the_exports_and_reads_paid_time_in_taipei() {
-        let batch = parse_exports(
-            &CsvMapping::default(),
-            80101,
-            ATTENDEES.as_bytes(),
-            Some(ORDERS.as_bytes()),
-        )
-        .unwrap();
+        let (batch, records) = built(
+            parse_exports(
+                &CsvMapping::default(),
+                80101,
+                ATTENDEES.as_bytes(),
+                Some(ORDERS.as_bytes()),
+            )
+            .unwrap(),
+        );
         assert_eq!(
             batch.present,
             vec![84000001, 84000002, 84000003, 84000004, 84000005]
@@ -701,7 +858,7 @@ mod tests {
             vec![84000003, 84000004],
             "the whole cancelled order"
         );
-        let first = &batch.records[0];
+        let first = &records[0];
         assert!(first.is_paid);
         assert_eq!(first.price, Some(2600.0));
         assert_eq!(first.reg_no, Some(1));
@@ -716,12 +873,13 @@ mod tests {
             .unwrap();
         assert_eq!(bio.value.expose(), "line one\r\nline two, with comma");
         assert!(first.data.iter().any(|a| a.label == "聯絡人 Email"));
-        assert!(!batch.records[1].is_paid, "an unpaid order");
+        assert!(!records[1].is_paid, "an unpaid order");
     }
 
     #[test]
     fn broken_rows_are_reported_by_id_without_values() {
-        let batch = parse_exports(&CsvMapping::default(), 1, ATTENDEES.as_bytes(), None).unwrap();
+        let (batch, records) =
+            built(parse_exports(&CsvMapping::default(), 1, ATTENDEES.as_bytes(), None).unwrap());
         assert_eq!(batch.skipped.len(), 2, "{:?}", batch.skipped);
         assert_eq!(batch.skipped[0].attendee_id, 0);
         assert!(
@@ -740,8 +898,8 @@ mod tests {
             batch.present.contains(&84000005),
             "a broken row is not an absence"
         );
-        assert_eq!(batch.records.len(), 4, "without orders, tickets decide");
-        assert!(batch.records.iter().filter(|a| a.is_paid).count() == 3);
+        assert_eq!(records.len(), 4, "without orders, tickets decide");
+        assert!(records.iter().filter(|a| a.is_paid).count() == 3);
     }
 
     #[test]
@@ -786,21 +944,23 @@ mod tests {
         mapping.attendees.id = Aliases::of(&["Attendee ID"]);
         mapping.attendees.ticket_name = Aliases::of(&["Ticket"]);
         mapping.attendees.payment_state = Aliases::of(&["Payment"]);
-        let batch = parse_exports(
-            &mapping,
-            1,
-            "Attendee ID,Ticket,Payment,聯絡人 Email\n7,Regular,PAID,a@b.co\n".as_bytes(),
-            None,
-        )
-        .unwrap();
-        assert_eq!(batch.records.len(), 1);
-        assert!(batch.records[0].is_paid, "case-insensitive");
-        assert_eq!(batch.records[0].ticket_name, "Regular");
+        let (_, records) = built(
+            parse_exports(
+                &mapping,
+                1,
+                "Attendee ID,Ticket,Payment,聯絡人 Email\n7,Regular,PAID,a@b.co\n".as_bytes(),
+                None,
+            )
+            .unwrap(),
+        );
+        assert_eq!(records.len(), 1);
+        assert!(records[0].is_paid, "case-insensitive");
+        assert_eq!(records[0].ticket_name, "Regular");
     }
 
     #[test]
     fn english_exports_read_alike_and_their_contact_columns_are_the_known_labels() {
-        let batch = parse_exports(
+        let (_, records) = built(parse_exports(
             &CsvMapping::default(),
             1,
             "Id,Order Number,Registration No.,Checkin Code,Ticket Type,Payment Status,Paid Date,Price,Contact Name,Contact Email,Contact Mobile\n\
@@ -808,8 +968,8 @@ mod tests {
                 .as_bytes(),
             None,
         )
-        .unwrap();
-        let attendee = &batch.records[0];
+        .unwrap());
+        let attendee = &records[0];
         assert_eq!((attendee.reg_no, attendee.order_no), (Some(3), Some(55)));
         let labels: Vec<&str> = attendee.data.iter().map(|a| a.label.as_str()).collect();
         assert_eq!(labels, vec!["聯絡人 姓名", "聯絡人 Email", "聯絡人 手機"]);
@@ -831,6 +991,30 @@ mod tests {
         .unwrap();
         assert_eq!(batch.cancelled, vec![7, 8]);
         assert!(batch.records.is_empty());
+    }
+
+    #[test]
+    fn the_header_check_reads_only_the_header() {
+        assert!(check_exports(
+            &CsvMapping::default(),
+            ATTENDEES.as_bytes(),
+            Some(ORDERS.as_bytes())
+        )
+        .is_ok());
+        assert!(matches!(
+            check_exports(&CsvMapping::default(), b"name,email\na,b\n", None),
+            Err(ImportError::MissingColumns {
+                file: "attendees",
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_exports(&CsvMapping::default(), ATTENDEES.as_bytes(), Some(b"x,y\n")),
+            Err(ImportError::MissingColumns { file: "orders", .. })
+        ));
+        // A header whose quoted labels span lines is still one header.
+        let multiline = "Id,\"Bio\n/ 自我介紹\",票種,票券付款狀態\n1,x,T,paid\n";
+        assert!(check_exports(&CsvMapping::default(), multiline.as_bytes(), None).is_ok());
     }
 
     #[test]

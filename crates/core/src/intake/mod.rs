@@ -10,7 +10,7 @@ pub mod webhook;
 use crate::kktix::Attendee;
 use crate::reconcile::SkippedRecord;
 
-pub use self::csv::{parse_exports, CsvMapping, ImportError};
+pub use self::csv::{check_exports, parse_exports, CsvMapping, CsvRow, ImportError};
 pub use queue::{Envelope, IntakeQueue, QueueError, QueuedMessage};
 pub use receiver::{Accepted, DrainTrigger, LocalTrigger, Receiver};
 pub use webhook::{key_paths, WebhookMapping};
@@ -20,7 +20,7 @@ pub use webhook::{key_paths, WebhookMapping};
 pub struct IntakeBatch {
     pub event_id: u64,
     /// Attendees to admit (paid) or to wait for (unpaid); never the cancelled ones.
-    pub records: Vec<Attendee>,
+    pub records: Vec<IntakeRecord>,
     /// Attendees whose order says cancelled or refunded: revoked at once.
     pub cancelled: Vec<u64>,
     /// Every attendee id the input names, rows that were skipped included: for a full
@@ -33,8 +33,26 @@ pub struct IntakeBatch {
     pub warnings: Vec<String>,
 }
 
-impl IntakeBatch {
-    pub fn paid(&self) -> usize {
-        self.records.iter().filter(|a| a.is_paid).count()
+/// One attendee of a batch: a KKTIX record, or a CSV row that becomes one when needed.
+#[derive(Debug)]
+pub enum IntakeRecord {
+    Ready(Box<Attendee>),
+    Row(CsvRow),
+}
+
+impl IntakeRecord {
+    pub fn id(&self) -> u64 {
+        match self {
+            Self::Ready(attendee) => attendee.id,
+            Self::Row(row) => row.id(),
+        }
+    }
+
+    /// The KKTIX record; the reason (a field path, never a value) when it cannot be built.
+    pub fn build(self) -> Result<Attendee, String> {
+        match self {
+            Self::Ready(attendee) => Ok(*attendee),
+            Self::Row(row) => row.build(),
+        }
     }
 }

@@ -148,10 +148,15 @@ impl Attendee {
                 reason: "record is not a JSON object".into(),
             });
         };
-        let fields: AttendeeFields = serde_path_to_error::deserialize(Value::Object(raw.clone()))
-            .map_err(|e| RecordError {
-            reason: format!("field `{}` has the wrong shape", e.path()),
-        })?;
+        let value = Value::Object(raw);
+        // Read through a reference: the record is not copied to pick out its fields.
+        let fields: AttendeeFields =
+            serde_path_to_error::deserialize(&value).map_err(|e| RecordError {
+                reason: format!("field `{}` has the wrong shape", e.path()),
+            })?;
+        let Value::Object(raw) = value else {
+            unreachable!("built as an object above")
+        };
         Ok(Self {
             id: fields.id,
             ticket_id: fields.ticket_id,

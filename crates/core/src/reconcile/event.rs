@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::{fold, gone_from, Reconciler, RunState, SelectedEvent, SkippedRecord, FETCH_CHUNK};
-use crate::intake::IntakeBatch;
-use crate::kktix::AttendeeFetch;
+use crate::intake::{IntakeBatch, IntakeRecord};
+use crate::kktix::{AttendeeFetch, RecordError};
 use crate::store::Admission;
 
 /// What a run knows of one event's attendees.
@@ -192,19 +192,30 @@ impl Reconciler {
         state.summary.live += batch.present.len() as u64;
 
         let stages = self.stages();
-        let to_admit: Vec<(u64, AttendeeFetch)> = batch
+        let to_admit: Vec<IntakeRecord> = batch
             .records
             .into_iter()
-            .filter(|attendee| match admissions.get(&attendee.id) {
+            .filter(|record| match admissions.get(&record.id()) {
                 None => true,
                 Some(admission) => self.needs_work(admission, stages, state.now),
             })
-            .map(|attendee| (attendee.id, AttendeeFetch::Fetched(Box::new(attendee))))
             .collect();
         state.summary.fetched += to_admit.len() as u64;
+        // Records are built a chunk at a time: a large export never exists in memory as
+        // 10,000 KKTIX records at once.
         let mut to_admit = to_admit.into_iter().peekable();
         while to_admit.peek().is_some() {
-            let chunk: Vec<(u64, AttendeeFetch)> = to_admit.by_ref().take(FETCH_CHUNK).collect();
+            let chunk: Vec<(u64, AttendeeFetch)> = to_admit
+                .by_ref()
+                .take(FETCH_CHUNK)
+                .map(|record| {
+                    let id = record.id();
+                    match record.build() {
+                        Ok(attendee) => (id, AttendeeFetch::Fetched(Box::new(attendee))),
+                        Err(reason) => (id, AttendeeFetch::Broken(RecordError { reason })),
+                    }
+                })
+                .collect();
             if !self
                 .admit_chunk(selected, table, &admissions, chunk, state)
                 .await

@@ -9,10 +9,10 @@ use chrono::{DateTime, Duration, Utc};
 use super::event::Intake;
 use super::{Reconciler, RunKind, RunState, RunSummary, SelectedEvent};
 use crate::intake::webhook::{Change, EventRef, ParsedBatch};
-use crate::intake::{key_paths, parse_exports, Envelope, ImportError, IntakeBatch};
+use crate::intake::{key_paths, parse_exports, Envelope, ImportError, IntakeBatch, IntakeRecord};
 use crate::kktix::HostingEvent;
 use crate::selection::Door;
-use crate::store::{IntakeRecord, LookupField};
+use crate::store::{BatchRecord, LookupField};
 
 /// Messages handled per run at most; the rest wait for the next one.
 const MAX_MESSAGES_PER_RUN: usize = 500;
@@ -82,6 +82,8 @@ impl Reconciler {
             &request.attendees,
             request.orders.as_deref(),
         )?;
+        // The rows are kept; the files' bytes are not needed any more.
+        drop(request);
         self.check_contact_key()
             .await
             .map_err(ImportFailure::ContactKey)?;
@@ -332,7 +334,7 @@ impl Reconciler {
             return Some(Handled::Done);
         }
         let now = state.now;
-        let record = |outcome: &str, detail: Option<String>| IntakeRecord {
+        let record = |outcome: &str, detail: Option<String>| BatchRecord {
             batch_id: batch_id.to_owned(),
             received_at,
             processed_at: now,
@@ -521,8 +523,8 @@ impl Reconciler {
                     for attendee in attendees {
                         batch.present.push(attendee.id);
                         // A later notification of the same attendee wins.
-                        batch.records.retain(|a| a.id != attendee.id);
-                        batch.records.push(attendee);
+                        batch.records.retain(|a| a.id() != attendee.id);
+                        batch.records.push(IntakeRecord::Ready(Box::new(attendee)));
                     }
                 }
                 Change::Cancelled {
@@ -561,7 +563,7 @@ impl Reconciler {
             }
         }
         let cancelled: HashSet<u64> = batch.cancelled.iter().copied().collect();
-        batch.records.retain(|a| !cancelled.contains(&a.id));
+        batch.records.retain(|a| !cancelled.contains(&a.id()));
         Some(batch)
     }
 

@@ -65,7 +65,7 @@ use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
 use super::{
-    Admission, AttendeeKey, AttendeeRow, BigQuerySettings, ContactVault, EventRecord, IntakeRecord,
+    Admission, AttendeeKey, AttendeeRow, BatchRecord, BigQuerySettings, ContactVault, EventRecord,
     Ledger, LedgerEntry, LookupField, PipelineTable, SaleRecord, SealedContact, Step, StoreError,
     Warehouse,
 };
@@ -1664,7 +1664,7 @@ impl Ledger for BigQueryStore {
         rows.first().map(|row| row.text(0, "outcome")).transpose()
     }
 
-    async fn record_intake(&self, record: &IntakeRecord) -> Result<(), StoreError> {
+    async fn record_intake(&self, record: &BatchRecord) -> Result<(), StoreError> {
         self.ensure_ledger_table(INTAKE_BATCHES, INTAKE_BATCHES_COLUMNS)
             .await?;
         let row = InsertRow {

@@ -157,7 +157,7 @@ pub trait ContactVault: Send + Sync {
 
 /// One intake batch (a webhook body) as the ledger remembers it: a repeated batch is a no-op.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IntakeRecord {
+pub struct BatchRecord {
     pub batch_id: String,
     pub received_at: DateTime<Utc>,
     pub processed_at: DateTime<Utc>,
@@ -446,7 +446,7 @@ pub trait Ledger: Send + Sync {
     async fn recent_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
     /// How an intake batch was handled, if it was.
     async fn intake_outcome(&self, batch_id: &str) -> Result<Option<String>, StoreError>;
-    async fn record_intake(&self, record: &IntakeRecord) -> Result<(), StoreError>;
+    async fn record_intake(&self, record: &BatchRecord) -> Result<(), StoreError>;
 }
 
 /// `[bigquery]` in the TOML file: where the BigQuery backend keeps its tables.

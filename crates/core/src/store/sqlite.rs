@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    Admission, AttendeeKey, AttendeeRow, ContactVault, EventRecord, IntakeRecord, Ledger,
+    Admission, AttendeeKey, AttendeeRow, BatchRecord, ContactVault, EventRecord, Ledger,
     LedgerEntry, LookupField, PipelineTable, SaleRecord, SealedContact, Step, StoreError,
     Warehouse,
 };
@@ -877,7 +877,7 @@ impl Ledger for SqliteStore {
         .await
     }
 
-    async fn record_intake(&self, record: &IntakeRecord) -> Result<(), StoreError> {
+    async fn record_intake(&self, record: &BatchRecord) -> Result<(), StoreError> {
         let record = record.clone();
         self.with(move |connection| {
             connection
