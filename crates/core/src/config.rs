@@ -438,6 +438,58 @@ mod tests {
     }
 
     #[test]
+    fn contact_key_and_webhook_token_are_checked_and_named() {
+        let error = load(&[("CONTACT_KEY", "too-short")]).unwrap_err();
+        assert!(error.to_string().starts_with("CONTACT_KEY is invalid"), "{error}");
+        assert!(!error.to_string().contains("too-short"), "{error}");
+        let error = load(&[("CONTACT_KEY_PREVIOUS", &"ab".repeat(32))]).unwrap_err();
+        assert!(error.to_string().starts_with("CONTACT_KEY is not set"), "{error}");
+        let settings = load(&[("CONTACT_KEY", &"ab".repeat(32))]).unwrap();
+        assert!(settings.sealer().is_some());
+        let error = load(&[("KKTIX_WEBHOOK_TOKEN", "short")]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("KKTIX_WEBHOOK_TOKEN is invalid"),
+            "{error}"
+        );
+        let error = load(&[("KKTIX_WEBHOOK_TOKEN", "has/a/slash-and-is-long")]).unwrap_err();
+        assert!(error.to_string().contains("path segment"), "{error}");
+    }
+
+    #[test]
+    fn the_catalog_takes_ids_or_tables_and_names_doors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("autopilot.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [events]
+            source = "webhook"
+            [events.catalog]
+            "pycontw-2026" = 80101
+            "pycontw-2026-corporate" = { id = 80102, name = "PyCon TW 2026 Corporate", source = "csv" }
+            "#,
+        )
+        .unwrap();
+        let settings = load(&[("AUTOPILOT_CONFIG", path.to_str().unwrap())]).unwrap();
+        let events = &settings.file.events;
+        assert_eq!(events.resolve("pycontw-2026"), Some(80101));
+        assert_eq!(events.resolve("80102"), Some(80102));
+        assert_eq!(events.resolve("nope"), None);
+        use crate::selection::Door;
+        assert_eq!(events.door_of(80101, Door::Api), Door::Webhook);
+        assert_eq!(events.door_of(80102, Door::Api), Door::Csv);
+        assert_eq!(
+            events.catalog_event(80102).unwrap().name,
+            "PyCon TW 2026 Corporate"
+        );
+        assert_eq!(events.catalog_event(80101).unwrap().name, "pycontw-2026");
+
+        std::fs::write(&path, "[events]\nsource = \"ftp\"\n").unwrap();
+        let error = load(&[("AUTOPILOT_CONFIG", path.to_str().unwrap())]).unwrap_err();
+        assert!(error.to_string().contains("ftp"), "{error}");
+    }
+
+    #[test]
     fn the_example_file_is_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../autopilot.example.toml");
         let settings = load(&[("AUTOPILOT_CONFIG", path)]).unwrap();
