@@ -14,11 +14,15 @@ binary="$root/target/debug/autopilot"
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 token="schemathesis-$(date +%s)"
+# CONTACT_KEY and KKTIX_WEBHOOK_TOKEN make POST /import reach the file checks (422) and the
+# webhook route answer its 404 for every other token.
 # RFC 8032 test vector 1's public key: a valid key nobody signs with here, so the Discord
 # route is served and every generated interaction must be refused with 401.
 (
   cd "$work"
   OPS_TOKEN="$token" \
+  CONTACT_KEY=0707070707070707070707070707070707070707070707070707070707070707 \
+  KKTIX_WEBHOOK_TOKEN="webhook-$token" \
   DISCORD_PUBLIC_KEY=d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a \
   DISCORD_APPLICATION_ID=1300000000000000000 \
   exec "$binary" dev --sandbox --addr "127.0.0.1:$port" --every 1h
