@@ -440,15 +440,23 @@ mod tests {
     #[test]
     fn contact_key_and_webhook_token_are_checked_and_named() {
         let error = load(&[("CONTACT_KEY", "too-short")]).unwrap_err();
-        assert!(error.to_string().starts_with("CONTACT_KEY is invalid"), "{error}");
+        assert!(
+            error.to_string().starts_with("CONTACT_KEY is invalid"),
+            "{error}"
+        );
         assert!(!error.to_string().contains("too-short"), "{error}");
         let error = load(&[("CONTACT_KEY_PREVIOUS", &"ab".repeat(32))]).unwrap_err();
-        assert!(error.to_string().starts_with("CONTACT_KEY is not set"), "{error}");
+        assert!(
+            error.to_string().starts_with("CONTACT_KEY is not set"),
+            "{error}"
+        );
         let settings = load(&[("CONTACT_KEY", &"ab".repeat(32))]).unwrap();
         assert!(settings.sealer().is_some());
         let error = load(&[("KKTIX_WEBHOOK_TOKEN", "short")]).unwrap_err();
         assert!(
-            error.to_string().starts_with("KKTIX_WEBHOOK_TOKEN is invalid"),
+            error
+                .to_string()
+                .starts_with("KKTIX_WEBHOOK_TOKEN is invalid"),
             "{error}"
         );
         let error = load(&[("KKTIX_WEBHOOK_TOKEN", "has/a/slash-and-is-long")]).unwrap_err();
