@@ -78,6 +78,15 @@ enum Command {
     /// Seal every stored contact again with CONTACT_KEY (after a rotation; then
     /// CONTACT_KEY_PREVIOUS can go).
     Reseal,
+    /// Revoke the attendees held for an event after too many vanished from KKTIX at once.
+    /// With POLLER_URL set, the deployed poller does it.
+    Revoke {
+        /// The event (KKTIX id or catalog slug) whose held attendees really were refunded.
+        #[arg(long, value_name = "EVENT")]
+        confirm: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => import(event, &attendees, orders.as_deref(), json).await,
         Command::Shred { event } => shred(event.as_deref()).await,
         Command::Reseal => reseal().await,
+        Command::Revoke { confirm, json } => confirm_revoke(&confirm, json).await,
         Command::Discord {
             command: DiscordCommand::Register { guild },
         } => register(guild.as_deref()).await,
@@ -240,6 +250,31 @@ async fn import(
             let stores = open_stores(&settings)?;
             let reconciler = reconciler_from_settings(&settings, &stores)?;
             reconciler.import(request).await?
+        }
+    };
+    print_summary(&summary, json)?;
+    Ok(exit_code(summary.outcome))
+}
+
+async fn confirm_revoke(event: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_env()?;
+    let summary = match &settings.poller_url {
+        Some(url) => {
+            let poller = autopilot_core::discord::operations::RemotePoller::new(
+                url,
+                settings.require_ops_token()?,
+                autopilot_core::upstream::HttpOptions::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("POLLER_URL: {e}"))?;
+            autopilot_core::discord::operations::Operations::confirm_revoke(&poller, event)
+                .await
+                .map_err(|e| anyhow::anyhow!("the poller at POLLER_URL: {e}"))?
+        }
+        None => {
+            autopilot_core::app::check_doors(&settings)?;
+            let stores = open_stores(&settings)?;
+            let reconciler = reconciler_from_settings(&settings, &stores)?;
+            reconciler.confirm_revoke(event).await?
         }
     };
     print_summary(&summary, json)?;

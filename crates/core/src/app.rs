@@ -329,10 +329,12 @@ pub fn build_reconciler_without_api(settings: &Settings, stores: &Stores) -> Rec
 
 /// Sealed contacts (`CONTACT_KEY`), the intake queue and the CSV / webhook mappings.
 fn with_intake(reconciler: Reconciler, settings: &Settings, stores: &Stores) -> Reconciler {
-    let mut reconciler = reconciler.with_mappings(IntakeMappings {
-        csv: settings.file.intake.csv.clone(),
-        webhook: settings.file.intake.webhook.clone(),
-    });
+    let mut reconciler = reconciler
+        .with_mappings(IntakeMappings {
+            csv: settings.file.intake.csv.clone(),
+            webhook: settings.file.intake.webhook.clone(),
+        })
+        .with_safety(settings.file.safety.clone());
     if let Some(sealer) = settings.sealer() {
         reconciler = reconciler.with_vault(Vault {
             store: stores.contacts.clone(),

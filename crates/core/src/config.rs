@@ -90,6 +90,7 @@ pub struct FileSettings {
     pub reports: ReportSettings,
     pub bigquery: crate::store::BigQuerySettings,
     pub intake: IntakeSection,
+    pub safety: crate::reconcile::SafetySettings,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +173,10 @@ impl Settings {
                 path: display(&config_path),
                 reason: format!("[warehouse] {reason}"),
             })?;
+        file.safety.validate().map_err(|reason| ConfigError::File {
+            path: display(&config_path),
+            reason,
+        })?;
         file.intake
             .csv
             .validate()

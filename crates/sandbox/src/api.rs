@@ -215,6 +215,7 @@ async fn attendance_book(
                     .attendees
                     .iter()
                     .filter(|a| !a.refunded)
+                    .take(ev.book_limit.unwrap_or(usize::MAX))
                     .map(|a| (a.id, false))
                     .collect(),
             };

@@ -360,6 +360,8 @@ struct Event {
     next_reg_no: u32,
     /// Sorted by id (ids are handed out increasingly).
     attendees: Vec<Attendee>,
+    /// A KKTIX glitch: the attendance book lists only this many live attendees.
+    book_limit: Option<usize>,
 }
 
 impl Event {
@@ -541,6 +543,7 @@ impl State {
                 end_at: rfc3339_taipei(end),
                 next_reg_no: 1,
                 attendees: Vec::new(),
+                book_limit: None,
             });
         }
         state.backfill(&initial);
@@ -1040,6 +1043,17 @@ impl Sandbox {
             }
             None => false,
         }
+    }
+
+    /// A KKTIX glitch: the event's attendance book answers only its first `keep` live
+    /// attendees (`None` restores it). The attendees themselves are unchanged.
+    pub fn truncate_book(&self, event_id: u64, keep: Option<usize>) -> bool {
+        let mut state = self.lock();
+        let Some(e) = state.event_index(event_id) else {
+            return false;
+        };
+        state.events[e].book_limit = keep;
+        true
     }
 
     /// All events, in listing order.

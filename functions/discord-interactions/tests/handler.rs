@@ -100,6 +100,8 @@ struct FakeOperations {
     resends: AtomicUsize,
     /// What `/autopilot import` handed over.
     imports: std::sync::Mutex<Vec<ImportRequest>>,
+    /// Events `/autopilot confirm-revoke` confirmed.
+    confirms: std::sync::Mutex<Vec<String>>,
 }
 
 #[async_trait]
@@ -130,6 +132,13 @@ impl Operations for FakeOperations {
         self.imports.lock().unwrap().push(request);
         let mut summary = self.poll().await?;
         summary.kind = "import".into();
+        Ok(summary)
+    }
+    async fn confirm_revoke(&self, event: &str) -> Result<RunSummary, String> {
+        self.confirms.lock().unwrap().push(event.to_owned());
+        let mut summary = self.poll().await?;
+        summary.kind = "confirm".into();
+        summary.revoked = 42;
         Ok(summary)
     }
 }

@@ -129,6 +129,12 @@ pub const ROUTES: &[RouteSpec] = &[
     },
     RouteSpec {
         method: "POST",
+        path: "/revoke/confirm",
+        function: "kktix-poller",
+        auth: Auth::OpsToken,
+    },
+    RouteSpec {
+        method: "POST",
         path: "/kktix/webhook/{token}",
         function: "receiver",
         auth: Auth::PathToken,
@@ -280,6 +286,9 @@ impl Api {
             }
             ("/poll", Some(reconciler), _, _) => poller::poll(reconciler, body).await,
             ("/import", Some(reconciler), _, _) => intake::import(reconciler, &request).await,
+            ("/revoke/confirm", Some(reconciler), _, _) => {
+                poller::confirm_revoke(reconciler, body).await
+            }
             ("/healthz", Some(reconciler), _, _) => poller::healthz(reconciler).await,
             ("/authorize", _, Some(authorizer), _) => {
                 access::authorize(authorizer.as_ref(), body).await
@@ -364,22 +373,69 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let inner = e.inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!(
+        if inner.is_syntax() || inner.is_eof() {
+            return BadRequest(format!(
                 "request body is not valid JSON (line {} column {})",
                 inner.line(),
                 inner.column()
-            )
-        } else if e.path().iter().next().is_none() {
-            "request body does not have the expected shape".to_owned()
-        } else {
-            format!(
-                "request body: field `{}` is missing or has the wrong shape",
-                e.path()
-            )
-        };
-        BadRequest(message)
+            ));
+        }
+        BadRequest(shape_message(&e.path().to_string(), &inner.to_string()))
     })
+}
+
+/// What is wrong with a body, by field and what was expected. serde's own message quotes the
+/// offending value for a wrong type ("invalid type: string \"…\""), so only the names it
+/// gives (missing and unknown fields) and the expectation are kept, never the value.
+fn shape_message(path: &str, serde: &str) -> String {
+    let serde = serde.split(" at line ").next().unwrap_or(serde);
+    let at = |field: &str| {
+        if path.is_empty() || path == "." {
+            field.to_owned()
+        } else if field.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    let quoted = |text: &str| text.split('`').nth(1).map(str::to_owned);
+    if let Some(rest) = serde.strip_prefix("missing field ") {
+        let field = quoted(rest).unwrap_or_default();
+        return format!("request body: `{}` is missing", at(&field));
+    }
+    if let Some(rest) = serde.strip_prefix("unknown field ") {
+        let field = quoted(rest).unwrap_or_default();
+        let expected = rest
+            .split_once(", expected ")
+            .map(|(_, expected)| expected.to_owned())
+            .unwrap_or_else(|| "no other fields".into());
+        // The path already ends at the unknown field.
+        let field = if path.is_empty() || path == "." {
+            field
+        } else {
+            path.to_owned()
+        };
+        return format!("request body: unknown field `{field}` (expected {expected})");
+    }
+    if serde.starts_with("invalid type")
+        || serde.starts_with("invalid value")
+        || serde.starts_with("invalid length")
+    {
+        let expected = serde
+            .rsplit_once(", expected ")
+            .map(|(_, expected)| expected.to_owned())
+            .unwrap_or_else(|| "another shape".into());
+        return if path.is_empty() || path == "." {
+            format!("request body must be {expected}")
+        } else {
+            format!("request body: `{path}` has the wrong type, expected {expected}")
+        };
+    }
+    if path.is_empty() || path == "." {
+        "request body does not have the expected shape".to_owned()
+    } else {
+        format!("request body: `{path}` does not have the expected shape")
+    }
 }
 
 /// Why a request body was refused; becomes a 400.
@@ -441,6 +497,39 @@ mod tests {
             None
         );
         assert_eq!(match_path("/events", "/events/x"), None);
+    }
+
+    #[test]
+    fn body_errors_name_the_field_and_the_expectation_never_the_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            admissions: Vec<Entry>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Entry {
+            event_id: u64,
+        }
+        let message = |body: &str| parse_json::<Body>(body.as_bytes()).unwrap_err().0;
+        assert_eq!(message("{}"), "request body: `admissions` is missing");
+        assert_eq!(
+            message(r#"{"admissions": [], "extra": 1}"#),
+            "request body: unknown field `extra` (expected `admissions`)"
+        );
+        let wrong = message(r#"{"admissions": [{"event_id": "xxx@gmail.com"}]}"#);
+        assert_eq!(
+            wrong,
+            "request body: `admissions[0].event_id` has the wrong type, expected u64"
+        );
+        assert!(!wrong.contains("xxx"));
+        assert_eq!(
+            message(r#"{"admissions": [{}]}"#),
+            "request body: `admissions[0].event_id` is missing"
+        );
+        assert_eq!(message("\"text\""), "request body must be struct Body");
+        assert!(message("{").starts_with("request body is not valid JSON"));
     }
 
     #[test]

@@ -36,6 +36,33 @@ pub(super) async fn poll(reconciler: &Reconciler, body: &[u8]) -> HttpResponse {
     }
 }
 
+/// `{"event": "ID or slug"}`: an operator confirms the revoke held for that event.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmRequest {
+    event: String,
+}
+
+pub(super) async fn confirm_revoke(reconciler: &Reconciler, body: &[u8]) -> HttpResponse {
+    let request: ConfirmRequest = match parse_json(body) {
+        Ok(request) => request,
+        Err(bad) => return bad.response(),
+    };
+    match reconciler.confirm_revoke(&request.event).await {
+        Ok(summary) => {
+            let status = match summary.outcome {
+                RunOutcome::Ok | RunOutcome::Partial => StatusCode::OK,
+                RunOutcome::Failed => StatusCode::BAD_GATEWAY,
+            };
+            json(status, &summary)
+        }
+        Err(error) => error_response(
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::CONFLICT),
+            &error.to_string(),
+        ),
+    }
+}
+
 async fn resend(reconciler: &Reconciler, reference: &str) -> HttpResponse {
     let outcome = match reconciler.find_attendee(reference).await {
         Ok(key) => reconciler.resend(key).await,

@@ -301,6 +301,26 @@ impl DiscordBot {
                         )
                         .await
                     }
+                    "confirm-revoke" => {
+                        let event = option_str(options, "event").unwrap_or_default().to_owned();
+                        self.respond(
+                            interaction,
+                            false,
+                            false,
+                            Box::pin(async move {
+                                match operations.confirm_revoke(&event).await {
+                                    Ok(summary) => Reply::text(format!(
+                                        "🗑️ 已確認撤銷 / Revoke confirmed: {} revoked — {summary}",
+                                        summary.revoked
+                                    )),
+                                    Err(error) => {
+                                        Reply::text(format!("⚠️ 未撤銷 / Nothing revoked: {error}"))
+                                    }
+                                }
+                            }),
+                        )
+                        .await
+                    }
                     _ => InteractionResponse::ephemeral(UNKNOWN),
                 }
             }

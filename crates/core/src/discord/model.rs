@@ -1163,6 +1163,22 @@ pub fn commands() -> Vec<CommandDefinition> {
                     "The orders export (CSV), optional",
                     "訂單報表（CSV），可省略",
                 )),
+            )
+            .option(
+                OptionDefinition::subcommand(
+                    "confirm-revoke",
+                    "Revoke the attendees held after vanishing from KKTIX at once",
+                    "確認撤銷一次大量消失的參加者",
+                )
+                .option(
+                    OptionDefinition::string(
+                        "event",
+                        "KKTIX event id or catalog slug",
+                        "KKTIX 活動編號或設定中的代稱",
+                    )
+                    .required()
+                    .autocomplete(),
+                ),
             );
 
     [event, autopilot]
@@ -1478,7 +1494,10 @@ mod tests {
         assert!(commands[0].options[1].options[0].autocomplete);
         assert!(commands[0].options[1].options[0].required);
         assert_eq!(commands[1].name, "autopilot");
-        assert_eq!(names(&commands[1].options), ["poll", "resend", "import"]);
+        assert_eq!(
+            names(&commands[1].options),
+            ["poll", "resend", "import", "confirm-revoke"]
+        );
         assert_eq!(names(&commands[1].options[1].options), ["reference"]);
         let import = &commands[1].options[2];
         assert_eq!(names(&import.options), ["event", "attendees", "orders"]);

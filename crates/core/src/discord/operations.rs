@@ -19,6 +19,8 @@ pub trait Operations: Send + Sync {
     async fn resend(&self, reference: &str) -> Result<ResendReport, String>;
     /// One event's CSV exports, imported by the poller.
     async fn import(&self, request: ImportRequest) -> Result<RunSummary, String>;
+    /// Confirms the revoke held for an event (id or slug).
+    async fn confirm_revoke(&self, event: &str) -> Result<RunSummary, String>;
 }
 
 #[async_trait]
@@ -42,6 +44,12 @@ impl Operations for Reconciler {
             .await
             .map_err(|e| e.to_string())
     }
+
+    async fn confirm_revoke(&self, event: &str) -> Result<RunSummary, String> {
+        Reconciler::confirm_revoke(self, event)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[async_trait]
@@ -57,10 +65,16 @@ impl<T: Operations + ?Sized> Operations for Arc<T> {
     async fn import(&self, request: ImportRequest) -> Result<RunSummary, String> {
         self.as_ref().import(request).await
     }
+
+    async fn confirm_revoke(&self, event: &str) -> Result<RunSummary, String> {
+        self.as_ref().confirm_revoke(event).await
+    }
 }
 
 /// `POST /poll`'s optional body: `{"resend": "REFERENCE"}` resends one invitation instead.
+/// Unknown keys are refused: a typo must not silently run a whole reconcile.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PollRequest {
     #[serde(default)]
     pub resend: Option<String>,
@@ -72,6 +86,7 @@ pub struct RemotePoller {
     http: reqwest::Client,
     url: url::Url,
     import_url: url::Url,
+    confirm_url: url::Url,
     ops_token: Sensitive<String>,
 }
 
@@ -85,6 +100,7 @@ impl RemotePoller {
             http: build_client("poller", options.timeout)?,
             url: join_url("poller", base_url, "/poll")?,
             import_url: join_url("poller", base_url, "/import")?,
+            confirm_url: join_url("poller", base_url, "/revoke/confirm")?,
             ops_token,
         })
     }
@@ -161,6 +177,17 @@ impl Operations for RemotePoller {
             // An import of a large event takes longer than a poll's answer.
             .timeout(std::time::Duration::from_secs(120))
             .multipart(form);
+        let answer = self.answer(request).await?;
+        serde_json::from_value(answer).map_err(|e| format!("the poller's summary: {e}"))
+    }
+
+    async fn confirm_revoke(&self, event: &str) -> Result<RunSummary, String> {
+        let request = self
+            .http
+            .post(self.confirm_url.clone())
+            .bearer_auth(self.ops_token.expose())
+            .timeout(std::time::Duration::from_secs(120))
+            .json(&serde_json::json!({ "event": event }));
         let answer = self.answer(request).await?;
         serde_json::from_value(answer).map_err(|e| format!("the poller's summary: {e}"))
     }

@@ -239,6 +239,12 @@ pub fn parse_exports(
         Some(bytes) => Some(read_orders(mapping, zone, bytes)?),
         None => None,
     };
+    let cancelled_orders: Vec<String> = orders
+        .iter()
+        .flatten()
+        .filter(|(_, order)| order.cancelled)
+        .map(|(number, _)| number.clone())
+        .collect();
     let mut table = Table::read("attendees", attendees)?;
     let columns = &mapping.attendees;
     let mut required = vec![&columns.id, &columns.ticket_name, &columns.payment_state];
@@ -277,6 +283,7 @@ pub fn parse_exports(
     let mut batch = IntakeBatch {
         event_id,
         snapshot: true,
+        cancelled_orders,
         ..IntakeBatch::default()
     };
     let mut seen: HashSet<u64> = HashSet::new();

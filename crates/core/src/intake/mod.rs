@@ -23,6 +23,10 @@ pub struct IntakeBatch {
     pub records: Vec<IntakeRecord>,
     /// Attendees whose order says cancelled or refunded: revoked at once.
     pub cancelled: Vec<u64>,
+    /// Orders the input says were cancelled or refunded, by number: every attendee the
+    /// warehouse holds under them is revoked at once (a cancelled ticket is no longer in the
+    /// attendees export, and a webhook cancellation names only its order).
+    pub cancelled_orders: Vec<String>,
     /// Every attendee id the input names, rows that were skipped included: for a full
     /// export, an admitted attendee missing from here was refunded.
     pub present: Vec<u64>,

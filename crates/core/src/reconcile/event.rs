@@ -151,19 +151,17 @@ impl Reconciler {
             }
         }
 
-        let gone = gone_from(&admissions, &live_set);
-        // An empty book while people hold tickets looks like a KKTIX fault, not a mass refund;
-        // revoking everyone on a glitch would lock the whole audience out.
-        if live.is_empty() && gone.len() > 1 {
-            state.partial(
-                "KKTIX",
-                format!(
-                    "event {event_id}: the attendance book came back empty while {} attendees hold tickets; not treating them as refunded",
-                    gone.len()
-                ),
-            );
-            return Some(admissions);
-        }
+        // An empty or truncated book while people hold tickets looks like a KKTIX fault, not a
+        // mass refund: revoking everyone on a glitch would lock the whole audience out.
+        let gone = self
+            .guard_absences(
+                event_id,
+                &admissions,
+                gone_from(&admissions, &live_set),
+                live.is_empty(),
+                state,
+            )
+            .await?;
         if !self.cancel(event_id, table, gone, state).await {
             return None;
         }
@@ -224,7 +222,25 @@ impl Reconciler {
             }
         }
 
-        let cancelled: HashSet<u64> = batch.cancelled.iter().copied().collect();
+        let mut cancelled: HashSet<u64> = batch.cancelled.iter().copied().collect();
+        if !batch.cancelled_orders.is_empty() {
+            let orders: HashSet<&str> = batch.cancelled_orders.iter().map(|o| o.trim()).collect();
+            match self.warehouse.order_numbers(table, event_id).await {
+                Ok(numbers) => cancelled.extend(
+                    numbers
+                        .into_iter()
+                        .filter(|(_, order)| orders.contains(order.trim()))
+                        .map(|(attendee, _)| attendee),
+                ),
+                Err(error) => {
+                    state.failed(
+                        "store",
+                        format!("event {event_id}: reading the orders of its attendees: {error}"),
+                    );
+                    return None;
+                }
+            }
+        }
         // Explicit cancellations of attendees the ledger holds, not yet cancelled.
         let mut gone: Vec<(u64, bool)> = admissions
             .iter()
@@ -234,20 +250,19 @@ impl Reconciler {
             .map(|(id, a)| (*id, a.loaded))
             .collect();
         if batch.snapshot {
+            // A full export missing most rows is the same glitch as a truncated book.
             let mut present: HashSet<u64> = batch.present.iter().copied().collect();
             present.extend(&cancelled);
-            let absent = gone_from(&admissions, &present);
-            if batch.present.is_empty() && absent.len() > 1 {
-                state.partial(
-                    "import",
-                    format!(
-                        "event {event_id}: the export lists no attendee while {} hold tickets; not treating them as refunded",
-                        absent.len()
-                    ),
-                );
-            } else {
-                gone.extend(absent);
-            }
+            let absent = self
+                .guard_absences(
+                    event_id,
+                    &admissions,
+                    gone_from(&admissions, &present),
+                    batch.present.is_empty(),
+                    state,
+                )
+                .await?;
+            gone.extend(absent);
         }
         gone.sort_unstable();
         gone.dedup();

@@ -12,7 +12,7 @@ use crate::intake::webhook::{Change, EventRef, ParsedBatch};
 use crate::intake::{key_paths, parse_exports, Envelope, ImportError, IntakeBatch, IntakeRecord};
 use crate::kktix::HostingEvent;
 use crate::selection::Door;
-use crate::store::{BatchRecord, LookupField};
+use crate::store::BatchRecord;
 
 /// Messages handled per run at most; the rest wait for the next one.
 const MAX_MESSAGES_PER_RUN: usize = 500;
@@ -127,7 +127,7 @@ impl Reconciler {
     }
 
     /// The event as the catalog, the events table or the hosting API know it.
-    async fn describe_event(&self, event_id: u64, state: &mut RunState) -> HostingEvent {
+    pub(super) async fn describe_event(&self, event_id: u64, state: &mut RunState) -> HostingEvent {
         if let Some(event) = self.selector.catalog_event(event_id) {
             return event;
         }
@@ -476,10 +476,7 @@ impl Reconciler {
                 outcome.api.insert(event_id);
                 continue;
             }
-            let batch = match self.batch_of(&event, changes, state).await {
-                Some(batch) => batch,
-                None => return None,
-            };
+            let batch = Self::batch_of(&event, changes);
             let selected = SelectedEvent {
                 event: event.clone(),
                 door: Door::Webhook,
@@ -504,19 +501,13 @@ impl Reconciler {
         Some(Handled::Done)
     }
 
-    /// A webhook's changes to one event as an intake batch: cancellations by order number
-    /// are resolved to the attendees the warehouse holds under it.
-    async fn batch_of(
-        &self,
-        event: &HostingEvent,
-        changes: Vec<Change>,
-        state: &mut RunState,
-    ) -> Option<IntakeBatch> {
+    /// A webhook's changes to one event as an intake batch; cancellations that name only
+    /// their order are resolved by the reconcile, against the warehouse.
+    fn batch_of(event: &HostingEvent, changes: Vec<Change>) -> IntakeBatch {
         let mut batch = IntakeBatch {
             event_id: event.id,
             ..IntakeBatch::default()
         };
-        let table = self.categories.route(&event.name).table;
         for change in changes {
             match change {
                 Change::Attendees(attendees) => {
@@ -532,39 +523,13 @@ impl Reconciler {
                     attendee_ids,
                 } => {
                     batch.cancelled.extend(attendee_ids);
-                    if let Some(number) = order_no.as_deref().and_then(|n| n.parse::<u64>().ok()) {
-                        match self
-                            .warehouse
-                            .find_attendees(
-                                std::slice::from_ref(&table),
-                                LookupField::OrderNo,
-                                number,
-                            )
-                            .await
-                        {
-                            Ok(keys) => batch.cancelled.extend(
-                                keys.into_iter()
-                                    .filter(|key| key.event_id == event.id)
-                                    .map(|key| key.attendee_id),
-                            ),
-                            Err(error) => {
-                                state.failed(
-                                    "store",
-                                    format!(
-                                        "event {}: finding a cancelled order's attendees: {error}",
-                                        event.id
-                                    ),
-                                );
-                                return None;
-                            }
-                        }
-                    }
+                    batch.cancelled_orders.extend(order_no);
                 }
             }
         }
         let cancelled: HashSet<u64> = batch.cancelled.iter().copied().collect();
         batch.records.retain(|a| !cancelled.contains(&a.id()));
-        Some(batch)
+        batch
     }
 
     /// An event a webhook names, by id or slug: the catalog, the events table, the API.

@@ -24,12 +24,14 @@ use crate::store::{
 
 mod admit;
 mod event;
+mod guard;
 mod intake;
 mod notice;
 mod pending;
 mod resend;
 mod revoke;
 
+pub use guard::{ConfirmError, SafetySettings};
 pub use intake::{ImportFailure, ImportRequest, ShredReport};
 pub use notice::compose_notice;
 pub use resend::{ResendError, ResendReport};
@@ -72,8 +74,9 @@ pub struct SkippedRecord {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub run_id: String,
-    /// `poll` (every selected event: the schedule, `POST /poll`), `import` (one CSV import) or
-    /// `webhook` (the events a webhook batch named). Only `poll` runs count for `/healthz`.
+    /// `poll` (every selected event: the schedule, `POST /poll`), `import` (one CSV import),
+    /// `webhook` (the events a webhook batch named) or `confirm` (an operator's confirmation of
+    /// a held revoke). Only `poll` runs count for `/healthz`.
     #[serde(default = "poll_kind")]
     pub kind: String,
     pub started_at: DateTime<Utc>,
@@ -90,6 +93,9 @@ pub struct RunSummary {
     pub pending: u64,
     /// Admitted attendees gone from the book: refunded or cancelled.
     pub refunded: u64,
+    /// Admitted attendees gone from the book but held (too many at once): not revoked.
+    #[serde(default)]
+    pub held: u64,
     /// Never-paid orders gone from the book (an ATM order that expired).
     pub expired: u64,
     pub skipped: Vec<SkippedRecord>,
@@ -135,6 +141,8 @@ pub enum RunKind {
     Poll,
     Import,
     Webhook,
+    /// An operator confirmed a held revoke.
+    Confirm,
 }
 
 impl RunKind {
@@ -143,6 +151,7 @@ impl RunKind {
             Self::Poll => "poll",
             Self::Import => "import",
             Self::Webhook => "webhook",
+            Self::Confirm => "confirm",
         }
     }
 }
@@ -222,6 +231,7 @@ pub struct Reconciler {
     categories: CategoryRules,
     privacy: PrivacyRules,
     mappings: IntakeMappings,
+    safety: SafetySettings,
     access: Option<Arc<dyn AccessService>>,
     mail: Option<Arc<dyn MailService>>,
     notifier: Option<Arc<dyn Notifier>>,
@@ -341,6 +351,7 @@ impl Reconciler {
             categories,
             privacy,
             mappings: IntakeMappings::default(),
+            safety: SafetySettings::default(),
             access: None,
             mail: None,
             notifier: None,
@@ -387,6 +398,12 @@ impl Reconciler {
 
     pub fn with_mappings(mut self, mappings: IntakeMappings) -> Self {
         self.mappings = mappings;
+        self
+    }
+
+    /// How many vanished attendees are held for an operator rather than revoked.
+    pub fn with_safety(mut self, safety: SafetySettings) -> Self {
+        self.safety = safety;
         self
     }
 

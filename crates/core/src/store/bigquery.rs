@@ -66,8 +66,8 @@ use tokio::sync::OnceCell;
 
 use super::{
     Admission, AttendeeKey, AttendeeRow, BatchRecord, BigQuerySettings, ContactVault, EventRecord,
-    Ledger, LedgerEntry, LookupField, PipelineTable, SaleRecord, SealedContact, Step, StoreError,
-    Warehouse,
+    Ledger, LedgerEntry, LookupField, PipelineTable, RevokeHold, SaleRecord, SealedContact, Step,
+    StoreError, Warehouse,
 };
 use crate::config::Settings;
 use crate::contacts::sealed_key_id;
@@ -92,6 +92,7 @@ const CANCELLATIONS: &str = "attendee_cancellations";
 const SEALED_CONTACTS: &str = "sealed_contacts";
 const CONTACT_SHREDS: &str = "contact_shreds";
 const INTAKE_BATCHES: &str = "intake_batches";
+const REVOKE_HOLDS: &str = "revoke_holds";
 
 /// One column of a table this backend creates: name, type, REQUIRED.
 type Column = (&'static str, &'static str, bool);
@@ -147,6 +148,14 @@ const SEALED_CONTACTS_COLUMNS: &[Column] = &[
 const CONTACT_SHREDS_COLUMNS: &[Column] = &[
     ("event_id", "INT64", true),
     ("shredded_at", "TIMESTAMP", true),
+];
+const REVOKE_HOLDS_COLUMNS: &[Column] = &[
+    ("event_id", "INT64", true),
+    ("state", "STRING", true),
+    ("attendee_ids", "STRING", true),
+    ("admitted", "INT64", true),
+    ("recorded_at", "TIMESTAMP", true),
+    ("seq", "INT64", true),
 ];
 const INTAKE_BATCHES_COLUMNS: &[Column] = &[
     ("batch_id", "STRING", true),
@@ -1357,6 +1366,35 @@ impl Warehouse for BigQueryStore {
         Ok(keys)
     }
 
+    async fn order_numbers(
+        &self,
+        table: &str,
+        event_id: u64,
+    ) -> Result<HashMap<u64, String>, StoreError> {
+        self.ensure_warehouse_table(table).await?;
+        let sql = format!(
+            "SELECT attendee_id, JSON_VALUE(ATTENDEE_INFOS, '$.order_no') FROM {warehouse}
+             WHERE ID = @event_id AND attendee_id IS NOT NULL
+             QUALIFY ROW_NUMBER() OVER (PARTITION BY attendee_id ORDER BY loaded_at DESC) = 1",
+            warehouse = self.warehouse_ref(table),
+        );
+        let parameters = vec![parameter(
+            "event_id",
+            "INT64",
+            int64(event_id, "the event id")?.to_string(),
+        )];
+        let rows = self
+            .query("reading order numbers", sql, parameters, 2)
+            .await?;
+        let mut orders = HashMap::new();
+        for row in &rows {
+            if let Some(order) = row.opt_text(1) {
+                orders.insert(row.uint(0, "attendee_id")?, order.to_owned());
+            }
+        }
+        Ok(orders)
+    }
+
     async fn upsert_attendees(&self, rows: &[AttendeeRow]) -> Result<(), StoreError> {
         let mut by_table: BTreeMap<&str, Vec<InsertRow>> = BTreeMap::new();
         for row in rows {
@@ -1679,6 +1717,56 @@ impl Ledger for BigQueryStore {
         };
         let dataset = self.inner.settings.ledger_dataset.clone();
         self.insert(&dataset, INTAKE_BATCHES, vec![row]).await
+    }
+
+    async fn revoke_hold(&self, event_id: u64) -> Result<Option<RevokeHold>, StoreError> {
+        self.ensure_ledger_table(REVOKE_HOLDS, REVOKE_HOLDS_COLUMNS)
+            .await?;
+        let sql = format!(
+            "SELECT state, attendee_ids, admitted, recorded_at FROM {} WHERE event_id = @event_id
+             ORDER BY recorded_at DESC, seq DESC LIMIT 1",
+            self.ledger_ref(REVOKE_HOLDS)
+        );
+        let parameters = vec![parameter(
+            "event_id",
+            "INT64",
+            int64(event_id, "the event id")?.to_string(),
+        )];
+        let rows = self
+            .query("reading revoke holds", sql, parameters, 4)
+            .await?;
+        rows.first()
+            .map(|row| {
+                Ok(RevokeHold {
+                    event_id,
+                    state: row.text(0, "state")?.parse()?,
+                    attendee_ids: serde_json::from_str(&row.text(1, "attendee_ids")?)
+                        .map_err(|e| StoreError::Corrupt(format!("revoke hold ids: {e}")))?,
+                    admitted: row.uint(2, "admitted")?,
+                    at: row.timestamp(3, "recorded_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn record_revoke_hold(&self, hold: &RevokeHold) -> Result<(), StoreError> {
+        self.ensure_ledger_table(REVOKE_HOLDS, REVOKE_HOLDS_COLUMNS)
+            .await?;
+        let seq = next_seq();
+        let row = InsertRow {
+            insert_id: format!("{}:{}:{seq}", hold.event_id, hold.state.as_str()),
+            json: json!({
+                "event_id": int64(hold.event_id, "an event id")?,
+                "state": hold.state.as_str(),
+                "attendee_ids": serde_json::to_string(&hold.attendee_ids)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?,
+                "admitted": int64(hold.admitted, "a count")?,
+                "recorded_at": timestamp_text(hold.at),
+                "seq": int64(seq, "a sequence number")?,
+            }),
+        };
+        let dataset = self.inner.settings.ledger_dataset.clone();
+        self.insert(&dataset, REVOKE_HOLDS, vec![row]).await
     }
 
     async fn last_run(&self, successful_only: bool) -> Result<Option<RunSummary>, StoreError> {

@@ -155,6 +155,53 @@ pub trait ContactVault: Send + Sync {
     async fn shred_contacts(&self, event_id: u64) -> Result<u64, StoreError>;
 }
 
+/// Where an event's revoke hold stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeHoldState {
+    /// Too many vanished at once: nobody revoked, the channel told.
+    Held,
+    /// An operator confirmed: the next reconcile of the event revokes those still gone.
+    Confirmed,
+    /// Done, or they came back.
+    Cleared,
+}
+
+impl RevokeHoldState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Confirmed => "confirmed",
+            Self::Cleared => "cleared",
+        }
+    }
+}
+
+impl FromStr for RevokeHoldState {
+    type Err = StoreError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "held" => Ok(Self::Held),
+            "confirmed" => Ok(Self::Confirmed),
+            "cleared" => Ok(Self::Cleared),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown revoke hold state {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One event's revoke hold: which admitted attendees vanished at once (ids only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeHold {
+    pub event_id: u64,
+    pub state: RevokeHoldState,
+    pub attendee_ids: Vec<u64>,
+    /// Admitted attendees of the event when it was recorded.
+    pub admitted: u64,
+    pub at: DateTime<Utc>,
+}
+
 /// One intake batch (a webhook body) as the ledger remembers it: a repeated batch is a no-op.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRecord {
@@ -209,6 +256,13 @@ pub trait Warehouse: Send + Sync {
         field: LookupField,
         value: u64,
     ) -> Result<Vec<AttendeeKey>, StoreError>;
+    /// Each loaded attendee's order number (as KKTIX's record gives it), for cancellations
+    /// that name orders rather than attendees.
+    async fn order_numbers(
+        &self,
+        table: &str,
+        event_id: u64,
+    ) -> Result<HashMap<u64, String>, StoreError>;
     /// Inserts or replaces rows by (event id, attendee id): loading twice changes nothing.
     async fn upsert_attendees(&self, rows: &[AttendeeRow]) -> Result<(), StoreError>;
     /// Marks rows of refunded or cancelled attendees so reports stop counting them.
@@ -447,6 +501,9 @@ pub trait Ledger: Send + Sync {
     /// How an intake batch was handled, if it was.
     async fn intake_outcome(&self, batch_id: &str) -> Result<Option<String>, StoreError>;
     async fn record_intake(&self, record: &BatchRecord) -> Result<(), StoreError>;
+    /// The event's newest revoke hold, if it ever had one.
+    async fn revoke_hold(&self, event_id: u64) -> Result<Option<RevokeHold>, StoreError>;
+    async fn record_revoke_hold(&self, hold: &RevokeHold) -> Result<(), StoreError>;
 }
 
 /// `[bigquery]` in the TOML file: where the BigQuery backend keeps its tables.

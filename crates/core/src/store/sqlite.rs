@@ -11,8 +11,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     Admission, AttendeeKey, AttendeeRow, BatchRecord, ContactVault, EventRecord, Ledger,
-    LedgerEntry, LookupField, PipelineTable, SaleRecord, SealedContact, Step, StoreError,
-    Warehouse,
+    LedgerEntry, LookupField, PipelineTable, RevokeHold, SaleRecord, SealedContact, Step,
+    StoreError, Warehouse,
 };
 use crate::contacts::sealed_key_id;
 use crate::intake::{Envelope, IntakeQueue, QueueError, QueuedMessage};
@@ -76,6 +76,14 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         body TEXT NOT NULL,
         enqueued_at TEXT NOT NULL
+    );",
+    // 4: revoke holds (absence is not always a refund).
+    "CREATE TABLE revoke_holds (
+        event_id INTEGER PRIMARY KEY,
+        state TEXT NOT NULL,
+        attendee_ids TEXT NOT NULL,
+        admitted INTEGER NOT NULL,
+        recorded_at TEXT NOT NULL
     );",
 ];
 
@@ -368,6 +376,40 @@ impl Warehouse for SqliteStore {
                 keys.extend(found);
             }
             Ok(keys)
+        })
+        .await
+    }
+
+    async fn order_numbers(
+        &self,
+        table: &str,
+        event_id: u64,
+    ) -> Result<HashMap<u64, String>, StoreError> {
+        let table = table.to_owned();
+        let store = self.clone();
+        self.with(move |connection| {
+            store.ensure_table(connection, &table)?;
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT attendee_id, CAST(json_extract(attendee_infos, '$.order_no') AS TEXT)
+                     FROM {table} WHERE event_id = ?1"
+                ))
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([event_id as i64], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)? as u64,
+                        row.get::<_, Option<String>>(1)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut orders = HashMap::new();
+            for row in rows {
+                if let (attendee, Some(order)) = row.map_err(backend)? {
+                    orders.insert(attendee, order);
+                }
+            }
+            Ok(orders)
         })
         .await
     }
@@ -891,6 +933,55 @@ impl Ledger for SqliteStore {
                         record.processed_at,
                         record.outcome,
                         record.detail
+                    ],
+                )
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn revoke_hold(&self, event_id: u64) -> Result<Option<RevokeHold>, StoreError> {
+        self.with(move |connection| {
+            let row: Option<(String, String, i64, DateTime<Utc>)> = connection
+                .query_row(
+                    "SELECT state, attendee_ids, admitted, recorded_at FROM revoke_holds
+                     WHERE event_id = ?1",
+                    [event_id as i64],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            row.map(|(state, ids, admitted, at)| {
+                Ok(RevokeHold {
+                    event_id,
+                    state: state.parse()?,
+                    attendee_ids: serde_json::from_str(&ids)
+                        .map_err(|e| StoreError::Corrupt(format!("revoke hold ids: {e}")))?,
+                    admitted: admitted as u64,
+                    at,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn record_revoke_hold(&self, hold: &RevokeHold) -> Result<(), StoreError> {
+        let hold = hold.clone();
+        let ids = serde_json::to_string(&hold.attendee_ids).map_err(backend)?;
+        self.with(move |connection| {
+            connection
+                .execute(
+                    "INSERT OR REPLACE INTO revoke_holds
+                        (event_id, state, attendee_ids, admitted, recorded_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        hold.event_id as i64,
+                        hold.state.as_str(),
+                        ids,
+                        hold.admitted as i64,
+                        hold.at
                     ],
                 )
                 .map(|_| ())
