@@ -70,6 +70,13 @@ impl Warehouse for SlowWarehouse {
     async fn upsert_attendees(&self, rows: &[AttendeeRow]) -> Result<(), StoreError> {
         self.inner.upsert_attendees(rows).await
     }
+    async fn order_numbers(
+        &self,
+        table: &str,
+        event_id: u64,
+    ) -> Result<std::collections::HashMap<u64, String>, StoreError> {
+        self.inner.order_numbers(table, event_id).await
+    }
     async fn mark_cancelled(
         &self,
         table: &str,
