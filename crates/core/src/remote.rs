@@ -19,6 +19,11 @@ pub struct Results<T> {
 pub trait KeyedResult: Clone {
     fn key(&self) -> AttendeeKey;
     fn failed(key: AttendeeKey, reason: String, transient: bool) -> Self;
+    /// The call may have been carried out (a timeout, a 5xx): for calls that are not
+    /// idempotent this is not a failure to retry.
+    fn uncertain(key: AttendeeKey, reason: String) -> Self {
+        Self::failed(key, reason, true)
+    }
 }
 
 /// A client for one function's routes, with the ops token.
@@ -86,10 +91,36 @@ impl OpsClient {
                         })
                 })
                 .collect(),
+            Err(error) if error.is_ambiguous() || matches!(error, UpstreamError::Server { .. }) => {
+                keys.iter()
+                    .map(|key| R::uncertain(*key, error.to_string()))
+                    .collect()
+            }
             Err(error) => keys
                 .iter()
                 .map(|key| R::failed(*key, error.to_string(), error.is_transient()))
                 .collect(),
         }
+    }
+
+    /// Posts `body` to `url` and reads the answer as `A`.
+    pub async fn post<B: Serialize, A: DeserializeOwned>(
+        &self,
+        url: &url::Url,
+        body: &B,
+    ) -> Result<A, UpstreamError> {
+        let success = self
+            .upstream
+            .send(url.path(), || {
+                self.http
+                    .post(url.clone())
+                    .bearer_auth(self.ops_token.expose())
+                    .json(body)
+            })
+            .await?;
+        serde_json::from_slice(&success.body).map_err(|e| UpstreamError::Malformed {
+            upstream: self.name,
+            reason: format!("{:?} error in the answer", e.classify()),
+        })
     }
 }

@@ -91,6 +91,9 @@ impl UpstreamError {
     }
 }
 
+/// Timeouts after which a request is given up, whatever `max_attempts` allows.
+pub const MAX_TIMEOUTS: u32 = 2;
+
 /// How hard to try before giving up on one request.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -104,6 +107,9 @@ pub struct RetryPolicy {
     /// Retry requests whose outcome is unknown ([`UpstreamError::is_ambiguous`]). Off for
     /// calls that are not idempotent, such as sending mail through Mailgun.
     pub retry_ambiguous: bool,
+    /// Retry 5xx answers. Off for Mailgun's sends: a 5xx can come back for a batch Mailgun did
+    /// queue, so it is as ambiguous as a timeout.
+    pub retry_server_errors: bool,
 }
 
 impl Default for RetryPolicy {
@@ -114,6 +120,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(30),
             retry_ambiguous: true,
+            retry_server_errors: true,
         }
     }
 }
@@ -214,6 +221,7 @@ impl Upstream {
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Success, UpstreamError> {
         let mut attempt = 0;
+        let mut timeouts = 0;
         loop {
             attempt += 1;
             self.attempts.fetch_add(1, Ordering::Relaxed);
@@ -222,8 +230,19 @@ impl Upstream {
                 Ok(success) => return Ok(success),
                 Err(error) => error,
             };
-            let unsafe_to_repeat = error.is_ambiguous() && !self.policy.retry_ambiguous;
-            if !error.is_transient() || unsafe_to_repeat || attempt >= self.policy.max_attempts {
+            let unsafe_to_repeat = (error.is_ambiguous() && !self.policy.retry_ambiguous)
+                || (matches!(error, UpstreamError::Server { .. })
+                    && !self.policy.retry_server_errors);
+            // An upstream that hung twice will not answer a third time within a run's
+            // patience: a hung KKTIX fails in two timeouts, not four.
+            if matches!(error, UpstreamError::Timeout { .. }) {
+                timeouts += 1;
+            }
+            if !error.is_transient()
+                || unsafe_to_repeat
+                || attempt >= self.policy.max_attempts
+                || timeouts >= MAX_TIMEOUTS
+            {
                 return Err(error);
             }
             let wait = match &error {

@@ -18,6 +18,7 @@ use autopilot_core::selection::{CategoryRules, EventSelector};
 use autopilot_core::store::{Ledger, SqliteStore};
 use autopilot_core::upstream::{HttpOptions, RetryPolicy};
 use autopilot_sandbox::{AttendeeTruth, RunningSandbox, Sandbox, SandboxConfig};
+use autopilot_test_support::mailgun::{EventsMode, MailgunFake, SendFault};
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -35,6 +36,7 @@ fn fast() -> HttpOptions {
             max_delay: Duration::from_millis(5),
             max_retry_after: Duration::from_secs(1),
             retry_ambiguous: true,
+            retry_server_errors: true,
         },
     }
 }
@@ -44,7 +46,8 @@ struct World {
     running: RunningSandbox,
     store: Arc<SqliteStore>,
     gather: MockServer,
-    mailgun: MockServer,
+    mailgun: Arc<MailgunFake>,
+    _mailgun_server: MockServer,
     discord: MockServer,
     access: Arc<dyn AccessService>,
     mail: Arc<dyn MailService>,
@@ -63,7 +66,9 @@ impl World {
             .await
             .unwrap();
         let gather = MockServer::start().await;
-        let mailgun = MockServer::start().await;
+        let mailgun_server = MockServer::start().await;
+        let mailgun = MailgunFake::new(DOMAIN);
+        mailgun.mount(&mailgun_server).await;
         let discord = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path("/api/setEmailGuestlist"))
@@ -91,7 +96,7 @@ impl World {
         let mail: Arc<dyn MailService> = Arc::new(Mailer::new(
             Arc::new(
                 MailgunProvider::new(
-                    &mailgun.uri(),
+                    &mailgun_server.uri(),
                     Sensitive::new("mailgun-key".into()),
                     DOMAIN,
                     &settings.from,
@@ -110,6 +115,7 @@ impl World {
             store: Arc::new(SqliteStore::in_memory().unwrap()),
             gather,
             mailgun,
+            _mailgun_server: mailgun_server,
             discord,
             access,
             mail,
@@ -118,13 +124,7 @@ impl World {
     }
 
     async fn mailgun_accepts(&self) {
-        Mock::given(method("POST"))
-            .and(path(format!("/v3/{DOMAIN}/messages")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(
-                json!({"id": "<20261121.1@mg.example.org>", "message": "Queued. Thank you."}),
-            ))
-            .mount(&self.mailgun)
-            .await;
+        self.mailgun.set_default(SendFault::None);
     }
 
     fn reconciler(&self, token: &str, grant: bool, mail: bool) -> Reconciler {
@@ -174,17 +174,10 @@ impl World {
             .collect()
     }
 
-    /// How many Mailgun messages each address was sent, across every accepted request.
+    /// How many Mailgun messages each address was sent: what Mailgun queued, whatever it
+    /// answered.
     async fn mails_per_address(&self) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for request in self.mailgun.received_requests().await.unwrap_or_default() {
-            for (key, value) in url::form_urlencoded::parse(&request.body) {
-                if key == "to" {
-                    *counts.entry(value.into_owned()).or_default() += 1;
-                }
-            }
-        }
-        counts
+        self.mailgun.queued_per_address()
     }
 
     async fn posts(server: &MockServer, path_is: &str) -> Vec<Request> {
@@ -315,45 +308,228 @@ async fn a_crash_between_granted_and_mailed_leads_to_exactly_one_mail() {
     );
 }
 
-#[tokio::test]
-async fn a_failed_mail_stays_pending_and_is_sent_once_when_mailgun_recovers() {
-    let world = World::new().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v3/{DOMAIN}/messages")))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&world.mailgun)
-        .await;
-
-    let failed = world.full().run().await;
-    assert_eq!(failed.outcome, RunOutcome::Partial);
-    assert_eq!(failed.mailed, 0);
-    assert!(
-        failed.failing.contains("mail provider"),
-        "{:?}",
-        failed.failing
-    );
-    assert!(failed
-        .errors
-        .iter()
-        .any(|e| e.contains("mailing the invitation failed")));
-    assert_eq!(
-        world.mails_per_address().await.len(),
-        world.paid().len(),
-        "tried"
-    );
-
-    world.mailgun.reset().await;
-    world.mailgun_accepts().await;
-    let retried = world.full().run().await;
-    assert_eq!(retried.outcome, RunOutcome::Ok, "{:?}", retried.errors);
-    assert_eq!(retried.mailed, world.paid().len() as u64);
-    assert_eq!(retried.granted, 0, "granted once, in the first run");
+/// Every paid buyer was queued exactly once by Mailgun.
+async fn assert_each_mailed_once(world: &World) {
     let mails = world.mails_per_address().await;
-    assert!(
-        mails.values().all(|count| *count == 1),
-        "each sent once after recovering"
+    for buyer in world.paid() {
+        assert_eq!(
+            mails.get(&buyer.email.to_lowercase()).copied(),
+            Some(1),
+            "attendee {} mailed exactly once",
+            buyer.id
+        );
+    }
+    assert_eq!(mails.len(), world.paid().len());
+}
+
+/// An outage of `outage_runs` runs (Mailgun answers 503 and queues nothing): each run sends
+/// one probe and nothing else; the first run after recovery mails everyone pending.
+async fn outage_then_recovery(outage_runs: usize) {
+    let world = World::new().await;
+    world.mailgun.set_default(SendFault::Unavailable);
+    for run_no in 1..=outage_runs {
+        let run = world.full().run().await;
+        assert_eq!(run.outcome, RunOutcome::Partial, "{:?}", run.errors);
+        assert_eq!(run.mailed, 0);
+        assert!(run.failing.contains("mail provider"), "{:?}", run.failing);
+        assert_eq!(
+            world.mailgun.sends().len(),
+            run_no,
+            "one probe per run while Mailgun is down"
+        );
+    }
+    assert!(world.mails_per_address().await.is_empty());
+    assert_eq!(
+        World::posts(&world.gather, "/api/setEmailGuestlist")
+            .await
+            .len(),
+        3,
+        "granted once, in the first run: the guest list was healthy"
     );
+
+    world.mailgun.set_default(SendFault::None);
+    let recovered = world.full().run().await;
+    assert_eq!(recovered.outcome, RunOutcome::Ok, "{:?}", recovered.errors);
+    assert_eq!(
+        recovered.mailed,
+        world.paid().len() as u64,
+        "everyone pending, in the first run after recovery"
+    );
+    assert_each_mailed_once(&world).await;
+    let quiet = world.full().run().await;
+    assert_eq!(quiet.mailed, 0);
+    assert_each_mailed_once(&world).await;
+}
+
+#[tokio::test]
+async fn after_a_one_run_outage_everyone_pending_is_mailed_in_the_next_run() {
+    outage_then_recovery(1).await;
+}
+
+#[tokio::test]
+async fn after_a_twelve_run_outage_everyone_pending_is_mailed_in_the_next_run() {
+    outage_then_recovery(12).await;
+}
+
+#[tokio::test]
+async fn a_500_for_a_batch_mailgun_queued_is_settled_from_its_events_not_resent() {
+    let world = World::new().await;
+    // The probe goes through; the next batch is queued but answered 500.
+    world
+        .mailgun
+        .script([SendFault::None, SendFault::QueuedButFailed]);
+    let first = world.full().run().await;
+    assert_eq!(first.outcome, RunOutcome::Partial);
+    assert!(
+        first
+            .errors
+            .iter()
+            .any(|e| e.contains("never sent again on a guess")),
+        "{:?}",
+        first.errors
+    );
+    let uncertain = world.paid().len() as u64 - first.mailed;
+    assert!(uncertain > 1, "a whole batch was uncertain");
+
+    let second = world.full().run().await;
+    assert_eq!(second.outcome, RunOutcome::Ok, "{:?}", second.errors);
+    assert_eq!(
+        second.mailed, uncertain,
+        "settled as mailed from the events"
+    );
+    assert!(world.mailgun.events_requests() > 0);
+    assert_each_mailed_once(&world).await;
+    // The ledger says how: settled, not sent again.
+    let buyer = &world.paid()[world.paid().len() - 1];
+    let admissions = world.store.admissions(buyer.event_id).await.unwrap();
+    assert!(admissions[&buyer.id].mailed);
+}
+
+#[tokio::test]
+async fn a_timeout_after_mailgun_queued_is_settled_not_resent() {
+    let world = World::new().await;
+    world.mailgun.script([
+        SendFault::None,
+        SendFault::QueuedButSlow(Duration::from_secs(2)),
+    ]);
+    let first = world.full().run().await;
+    assert_eq!(first.outcome, RunOutcome::Partial);
+    let second = world.full().run().await;
+    assert_eq!(second.outcome, RunOutcome::Ok, "{:?}", second.errors);
+    assert_each_mailed_once(&world).await;
+}
+
+#[tokio::test]
+async fn an_unqueued_500_is_resent_once_the_events_show_nothing_accepted() {
+    let world = World::new().await;
+    world
+        .mailgun
+        .script([SendFault::None, SendFault::Unavailable]);
+    let first = world.full().run().await;
+    assert_eq!(first.outcome, RunOutcome::Partial);
+    assert!(world.mails_per_address().await.len() < world.paid().len());
+    let second = world.full().run().await;
+    assert_eq!(second.outcome, RunOutcome::Ok, "{:?}", second.errors);
+    assert_each_mailed_once(&world).await;
+}
+
+#[tokio::test]
+async fn while_the_events_api_is_down_an_uncertain_batch_waits_and_is_never_resent() {
+    let world = World::new().await;
+    world
+        .mailgun
+        .script([SendFault::None, SendFault::QueuedButFailed]);
     world.full().run().await;
+    let uncertain = world.mailgun.sends()[1].to.clone();
+    assert!(uncertain.len() > 1);
+    world.mailgun.set_events(EventsMode::Down);
+    for _ in 0..3 {
+        let waiting = world.full().run().await;
+        assert_eq!(waiting.outcome, RunOutcome::Partial);
+        assert!(
+            waiting
+                .errors
+                .iter()
+                .any(|e| e.contains("wait to be settled") && e.contains("events cannot be read")),
+            "{:?}",
+            waiting.errors
+        );
+    }
+    world.mailgun.set_events(EventsMode::Malformed);
+    world.full().run().await;
+    // The other events' buyers went out meanwhile; the uncertain ones were never sent again.
+    let mails = world.mails_per_address().await;
+    assert_eq!(mails.len(), world.paid().len());
+    assert!(mails.values().all(|c| *c == 1), "nothing sent on a guess");
+    let later: usize = world.mailgun.sends()[2..]
+        .iter()
+        .map(|s| s.to.iter().filter(|to| uncertain.contains(to)).count())
+        .sum();
+    assert_eq!(later, 0);
+
+    world.mailgun.set_events(EventsMode::Up);
+    let settled = world.full().run().await;
+    assert_eq!(settled.outcome, RunOutcome::Ok, "{:?}", settled.errors);
+    assert_eq!(settled.mailed, uncertain.len() as u64);
+    assert_each_mailed_once(&world).await;
+}
+
+#[tokio::test]
+async fn the_events_pages_are_followed_to_the_end() {
+    let world = World::new().await;
+    world.mailgun.set_page_size(2);
+    world
+        .mailgun
+        .script([SendFault::None, SendFault::QueuedButFailed]);
+    world.full().run().await;
+    let uncertain = world.mailgun.sends()[1].to.len() as u64;
+    assert!(uncertain > 4, "more than two pages");
+    let second = world.full().run().await;
+    assert_eq!(second.outcome, RunOutcome::Ok, "{:?}", second.errors);
+    assert!(second.mailed >= uncertain, "{:?}", second.errors);
+    assert!(
+        world.mailgun.events_requests() > uncertain / 2,
+        "{} pages for {uncertain}",
+        world.mailgun.events_requests()
+    );
+    assert_each_mailed_once(&world).await;
+}
+
+#[tokio::test]
+async fn a_refused_address_fails_alone_and_is_reported_once_by_key() {
+    let world = World::new().await;
+    let paid = world.paid();
+    let bad = &paid[paid.len() / 2];
+    world.mailgun.refuse(&bad.email);
+    let first = world.full().run().await;
+    assert_eq!(first.mailed, paid.len() as u64 - 1, "{:?}", first.errors);
+    let key = format!("{}/{}", bad.event_id, bad.id);
+    let alerts: Vec<&String> = first
+        .alerts
+        .iter()
+        .filter(|a| a.contains("refused"))
+        .collect();
+    assert_eq!(alerts.len(), 1, "{:?}", first.alerts);
+    assert!(alerts[0].contains(&key), "{}", alerts[0]);
+    assert!(!alerts[0].contains(&bad.email));
+    assert_eq!(
+        first.outcome,
+        RunOutcome::Ok,
+        "a bad address is the buyer's, not an outage: {:?}",
+        first.errors
+    );
+    let mails = world.mails_per_address().await;
+    assert_eq!(mails.len(), paid.len() - 1);
+    assert!(mails.values().all(|c| *c == 1));
+    assert!(!mails.contains_key(&bad.email.to_lowercase()));
+
+    // Tried again (no backoff in this world), refused again, not reported again.
+    let second = world.full().run().await;
+    assert!(
+        !second.alerts.iter().any(|a| a.contains("refused")),
+        "{:?}",
+        second.alerts
+    );
     assert_eq!(world.mails_per_address().await, mails);
 }
 

@@ -32,6 +32,7 @@ fn options() -> HttpOptions {
             max_delay: Duration::from_millis(20),
             max_retry_after: Duration::from_secs(2),
             retry_ambiguous: true,
+            retry_server_errors: true,
         },
     }
 }

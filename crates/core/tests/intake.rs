@@ -3,8 +3,7 @@
 //! can be switched off. Nothing admitted twice, nothing lost, contacts only ever sealed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use autopilot_core::access::{AccessService, Authorizer, Entitlements, FileGuestList};
@@ -23,10 +22,10 @@ use autopilot_core::selection::{CatalogEntry, CatalogEvent, CategoryRules, Door,
 use autopilot_core::store::{ContactVault, Ledger, PipelineTable, SqliteStore, Warehouse};
 use autopilot_core::upstream::{HttpOptions, RetryPolicy};
 use autopilot_sandbox::{AttendeeTruth, Sandbox, SandboxConfig};
+use autopilot_test_support::mailgun::{MailgunFake, SendFault};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::MockServer;
 
 const DOMAIN: &str = "mg.example.org";
 const INDIVIDUAL: u64 = 80_101;
@@ -43,31 +42,8 @@ fn fast() -> HttpOptions {
             max_delay: Duration::from_millis(5),
             max_retry_after: Duration::from_secs(1),
             retry_ambiguous: true,
+            retry_server_errors: true,
         },
-    }
-}
-
-/// Mailgun: queues every batch it accepts (recording its recipients), or answers 503.
-#[derive(Default)]
-struct MailgunFake {
-    down: AtomicBool,
-    to: Mutex<Vec<String>>,
-}
-
-struct Fake(Arc<MailgunFake>);
-
-impl Respond for Fake {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        if self.0.down.load(Ordering::SeqCst) {
-            return ResponseTemplate::new(503);
-        }
-        let to: Vec<String> = url::form_urlencoded::parse(&request.body)
-            .filter(|(k, _)| k == "to")
-            .map(|(_, v)| v.into_owned())
-            .collect();
-        self.0.to.lock().unwrap().extend(to);
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"id": "<1@mg.example.org>", "message": "Queued. Thank you."}))
     }
 }
 
@@ -123,13 +99,9 @@ impl World {
         let sandbox = Sandbox::new(config);
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path().join("autopilot.db")).unwrap());
-        let mailgun = Arc::new(MailgunFake::default());
+        let mailgun = MailgunFake::new(DOMAIN);
         let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path(format!("/v3/{DOMAIN}/messages")))
-            .respond_with(Fake(mailgun.clone()))
-            .mount(&server)
-            .await;
+        mailgun.mount(&server).await;
         let access: Arc<dyn AccessService> = Arc::new(Authorizer::new(
             Arc::new(FileGuestList::new(dir.path().join("guestlist.json"))),
             Entitlements::default(),
@@ -214,7 +186,7 @@ impl World {
     }
 
     fn mails(&self) -> usize {
-        self.mailgun.to.lock().unwrap().len()
+        self.mailgun.queued_per_address().values().sum()
     }
 
     fn guests(&self) -> serde_json::Map<String, Value> {
@@ -329,7 +301,7 @@ async fn a_cancelled_order_or_an_absence_from_a_later_export_is_a_refund() {
 #[tokio::test]
 async fn a_mail_outage_during_an_import_is_mailed_by_a_later_poll_from_the_sealed_contacts() {
     let world = World::new().await;
-    world.mailgun.down.store(true, Ordering::SeqCst);
+    world.mailgun.set_default(SendFault::Unavailable);
     let reconciler = world.reconciler(Door::Csv);
     let summary = reconciler
         .import(world.request(SLUG, INDIVIDUAL, true))
@@ -341,7 +313,7 @@ async fn a_mail_outage_during_an_import_is_mailed_by_a_later_poll_from_the_seale
     assert_eq!(world.mails(), 0);
 
     // The file is gone; the next scheduled run (no KKTIX token) does the pending mail.
-    world.mailgun.down.store(false, Ordering::SeqCst);
+    world.mailgun.set_default(SendFault::None);
     let run = world.reconciler(Door::Csv).run().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:?}");
     assert_eq!((run.mailed, run.new_paid, run.granted), (paid, 0, 0));
@@ -499,7 +471,7 @@ async fn the_pipeline_table_gets_each_buyer_once_and_their_refund() {
 #[tokio::test]
 async fn contacts_are_sealed_rotated_and_shredded() {
     let world = World::new().await;
-    world.mailgun.down.store(true, Ordering::SeqCst);
+    world.mailgun.set_default(SendFault::Unavailable);
     world
         .reconciler(Door::Csv)
         .import(world.request(SLUG, INDIVIDUAL, true))
@@ -519,7 +491,7 @@ async fn contacts_are_sealed_rotated_and_shredded() {
         Sealer::new(ContactKey::from_bytes([9; 32]), None),
         CategoryRules::default(),
     );
-    world.mailgun.down.store(false, Ordering::SeqCst);
+    world.mailgun.set_default(SendFault::None);
     let refused = stranger.run().await;
     assert_eq!(refused.outcome, RunOutcome::Failed);
     assert!(
@@ -764,7 +736,7 @@ async fn a_batch_naming_an_unmapped_event_waits_until_the_catalog_names_it() {
 async fn no_clear_contact_value_reaches_the_store_file() {
     let world = World::new().await;
     world.sandbox.record_changes();
-    world.mailgun.down.store(true, Ordering::SeqCst);
+    world.mailgun.set_default(SendFault::Unavailable);
     let reconciler = world.reconciler(Door::Csv);
     reconciler
         .import(world.request(SLUG, INDIVIDUAL, true))

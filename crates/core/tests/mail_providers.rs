@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use autopilot_core::access::Link;
 use autopilot_core::mail::{
     Invitation, KlaviyoProvider, MailOutcome, MailProvider, MailResult, MailSettings, MailTemplate,
-    MailgunProvider, OutboxProvider, KLAVIYO_REVISION, MAILGUN_BATCH_LIMIT,
+    MailgunProvider, OutboxProvider, SettleQuery, Settlement, KLAVIYO_REVISION,
+    MAILGUN_BATCH_LIMIT,
 };
 use autopilot_core::pii::{EmailAddress, Sensitive};
 use autopilot_core::store::AttendeeKey;
 use autopilot_core::upstream::{HttpOptions, RetryPolicy};
+use autopilot_test_support::mailgun::{EventsMode, MailgunFake, SendFault};
 use serde_json::Value;
 use wiremock::matchers::{basic_auth, body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -37,6 +39,7 @@ fn options() -> HttpOptions {
             max_delay: Duration::from_millis(20),
             max_retry_after: Duration::from_secs(2),
             retry_ambiguous: true,
+            retry_server_errors: true,
         },
     }
 }
@@ -66,6 +69,7 @@ fn invitation(attendee_id: u64, email: &str, ticket: &str) -> Invitation {
         venue_url: Some("https://app.gather.town/app/xyz/pycon".into()),
         checkin_code: Some(format!("C{attendee_id}")),
         reg_no: Some(100 + attendee_id),
+        intent: None,
     }
 }
 
@@ -388,7 +392,7 @@ async fn mailgun_leaves_out_what_no_recipient_has() {
 }
 
 #[tokio::test]
-async fn mailgun_bad_credentials_fail_for_good() {
+async fn mailgun_bad_credentials_mark_it_failing_not_the_attendee() {
     for status in [401, 403] {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
@@ -398,7 +402,10 @@ async fn mailgun_bad_credentials_fail_for_good() {
             .await;
         let results = mailgun(&server, &[]).send(&template(), &one(), false).await;
         let (reason, transient) = failed(&results[0]);
-        assert!(!transient, "{status}");
+        // The deployment's fault, not the attendee's: no per-attendee backoff, the provider
+        // is unhealthy until the key is fixed, and the next run's probe tries again.
+        assert!(transient, "{status}");
+        assert!(results[0].outcome.provider_failing());
         assert!(reason.contains(&status.to_string()), "{reason}");
         assert_clean(reason);
         assert_eq!(requests(&server).await.len(), 1, "{status} is not retried");
@@ -431,24 +438,36 @@ async fn mailgun_honours_retry_after_then_succeeds() {
     assert_eq!(requests(&server).await.len(), 2);
 }
 
-#[tokio::test]
-async fn mailgun_server_errors_are_retried_then_transient() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(MESSAGES))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&server)
-        .await;
-    let results = mailgun(&server, &[]).send(&template(), &one(), false).await;
-    let (reason, transient) = failed(&results[0]);
-    assert!(transient);
-    assert!(reason.contains("500"), "{reason}");
-    assert_clean(reason);
-    assert_eq!(requests(&server).await.len(), 3);
+fn uncertain(result: &MailResult) -> &str {
+    match &result.outcome {
+        MailOutcome::Uncertain { reason } => reason.as_str(),
+        other => panic!("expected an uncertain outcome, got {other:?}"),
+    }
 }
 
 #[tokio::test]
-async fn mailgun_timeout_is_not_retried() {
+async fn mailgun_server_errors_are_uncertain_and_never_retried() {
+    for status in [500, 502, 503] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(MESSAGES))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let results = mailgun(&server, &[]).send(&template(), &one(), false).await;
+        let reason = uncertain(&results[0]);
+        assert!(reason.contains(&status.to_string()), "{reason}");
+        assert_clean(reason);
+        assert_eq!(
+            requests(&server).await.len(),
+            1,
+            "Mailgun may have queued it: {status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn mailgun_timeout_is_uncertain_and_not_retried() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(MESSAGES))
@@ -457,12 +476,213 @@ async fn mailgun_timeout_is_not_retried() {
         .await;
     let provider = mailgun(&server, &[]);
     let results = provider.send(&template(), &one(), false).await;
-    let (reason, transient) = failed(&results[0]);
-    assert!(transient, "worth a later look");
+    let reason = uncertain(&results[0]);
     assert!(reason.contains("in time"), "{reason}");
     assert_clean(reason);
     assert_eq!(provider.attempts(), 1, "it may already be queued");
     assert_eq!(requests(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn mailgun_stops_at_the_first_failure_of_a_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    // Two ticket types: two requests, the second never tried once the first failed.
+    let mut batch = invitations(3, "Regular 一般票");
+    batch.extend(invitations(2, "Student 學生票").into_iter().map(|mut i| {
+        i.key.attendee_id += 10;
+        i
+    }));
+    let results = mailgun(&server, &[]).send(&template(), &batch, false).await;
+    assert_eq!(requests(&server).await.len(), 1);
+    let kinds: Vec<&str> = results
+        .iter()
+        .map(|r| match &r.outcome {
+            MailOutcome::Uncertain { .. } => "uncertain",
+            MailOutcome::NotAttempted { .. } => "not attempted",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "uncertain",
+            "uncertain",
+            "uncertain",
+            "not attempted",
+            "not attempted"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn mailgun_halves_a_refused_batch_until_the_bad_address_stands_alone() {
+    let server = MockServer::start().await;
+    let fake = MailgunFake::new(DOMAIN);
+    fake.mount(&server).await;
+    fake.refuse("buyer6@example.com");
+    let batch = invitations(8, "Regular 一般票");
+    let results = mailgun(&server, &[]).send(&template(), &batch, false).await;
+    for result in &results {
+        match result.key.attendee_id {
+            6 => {
+                let (reason, transient) = failed(result);
+                assert!(!transient, "refused for good");
+                assert_clean(reason);
+            }
+            _ => assert!(
+                matches!(result.outcome, MailOutcome::Sent { .. }),
+                "{result:?}"
+            ),
+        }
+    }
+    // 8 → 4+4 → 2+2 (in the bad half) → 1+1: one request per halving step and side.
+    assert_eq!(fake.sends().len(), 7);
+    let queued = fake.queued_per_address();
+    assert_eq!(queued.len(), 7);
+    assert!(queued.values().all(|c| *c == 1), "{queued:?}");
+}
+
+fn intent_query(intent: &str, ids: std::ops::RangeInclusive<u64>) -> SettleQuery {
+    SettleQuery {
+        intent: intent.into(),
+        since: chrono::Utc::now() - chrono::Duration::seconds(30),
+        keys: ids
+            .map(|attendee_id| AttendeeKey {
+                event_id: 7,
+                attendee_id,
+            })
+            .collect(),
+    }
+}
+
+fn with_intent(mut batch: Vec<Invitation>, intent: &str) -> Vec<Invitation> {
+    for invitation in &mut batch {
+        invitation.intent = Some(intent.into());
+    }
+    batch
+}
+
+#[tokio::test]
+async fn mailgun_carries_the_intent_and_settles_it_from_accepted_events() {
+    let server = MockServer::start().await;
+    let fake = MailgunFake::new(DOMAIN);
+    fake.mount(&server).await;
+    fake.set_page_size(2);
+    let provider = mailgun(&server, &[]);
+    // Intent A: queued but answered 500. Intent B: never queued (503).
+    fake.script([SendFault::QueuedButFailed, SendFault::Unavailable]);
+    let a = provider
+        .send(
+            &template(),
+            &with_intent(invitations(5, "Regular 一般票"), "run-1.1"),
+            false,
+        )
+        .await;
+    assert!(a
+        .iter()
+        .all(|r| matches!(r.outcome, MailOutcome::Uncertain { .. })));
+    let mut second = invitations(8, "Regular 一般票");
+    second.drain(..5);
+    provider
+        .send(&template(), &with_intent(second, "run-1.2"), false)
+        .await;
+    assert_eq!(fake.sends()[0].intent.as_deref(), Some("run-1.1"));
+    form(&requests(&server).await[0])
+        .iter()
+        .find(|(k, v)| k == "v:autopilot-key" && v == "%recipient.key%")
+        .expect("each recipient's key rides as a custom variable");
+
+    let settled = provider
+        .settle(&[
+            intent_query("run-1.1", 1..=5),
+            intent_query("run-1.2", 6..=8),
+        ])
+        .await;
+    assert_eq!(settled.len(), 2);
+    match &settled[0].settlement {
+        Settlement::Settled { accepted } => {
+            let ids: Vec<u64> = accepted.iter().map(|k| k.attendee_id).collect();
+            assert_eq!(ids, [1, 2, 3, 4, 5]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        settled[1].settlement,
+        Settlement::Settled {
+            accepted: Vec::new()
+        }
+    );
+    assert!(fake.events_requests() >= 3, "followed paging.next");
+}
+
+#[tokio::test]
+async fn mailgun_settles_nothing_while_its_events_cannot_be_read() {
+    let server = MockServer::start().await;
+    let fake = MailgunFake::new(DOMAIN);
+    fake.mount(&server).await;
+    let provider = mailgun(&server, &[]);
+    for mode in [EventsMode::Down, EventsMode::Malformed] {
+        fake.set_events(mode);
+        let settled = provider.settle(&[intent_query("run-1.1", 1..=2)]).await;
+        match &settled[0].settlement {
+            Settlement::Pending { failed, reason, .. } => {
+                assert!(*failed, "{mode:?}");
+                assert_clean(reason);
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn mailgun_refuses_a_next_page_on_another_host() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v3/mg.example.com/events"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "items": [{"event": "accepted", "user-variables": {"autopilot-intent": "run-1.1", "autopilot-key": "7/1"}}],
+            "paging": {"next": "https://attacker.example/v3/mg.example.com/events/abc"}
+        })))
+        .mount(&server)
+        .await;
+    let settled = mailgun(&server, &[])
+        .settle(&[intent_query("run-1.1", 1..=2)])
+        .await;
+    assert!(
+        matches!(
+            settled[0].settlement,
+            Settlement::Pending { failed: true, .. }
+        ),
+        "a page cut short is not an answer: {:?}",
+        settled[0].settlement
+    );
+    assert_eq!(
+        requests(&server).await.len(),
+        1,
+        "the key never left for another host"
+    );
+}
+
+#[tokio::test]
+async fn mailgun_waits_for_complete_events_when_told_to() {
+    let server = MockServer::start().await;
+    let fake = MailgunFake::new(DOMAIN);
+    fake.mount(&server).await;
+    let provider = mailgun(&server, &[]).with_settle_after(Duration::from_secs(1800));
+    let settled = provider.settle(&[intent_query("run-1.1", 1..=2)]).await;
+    assert!(
+        matches!(
+            settled[0].settlement,
+            Settlement::Pending { failed: false, .. }
+        ),
+        "{:?}",
+        settled[0].settlement
+    );
 }
 
 #[tokio::test]
@@ -806,9 +1026,10 @@ async fn klaviyo_timeout_is_retried_thanks_to_unique_id() {
     let (reason, transient) = failed(&results[0]);
     assert!(transient);
     assert_clean(reason);
-    assert_eq!(provider.attempts(), 3);
+    // Retried (its unique_id makes a repeat harmless) until the second timeout.
+    assert_eq!(provider.attempts(), 2);
     let received = requests(&server).await;
-    assert_eq!(received.len(), 3);
+    assert_eq!(received.len(), 2);
     for request in &received {
         assert_eq!(body(request)["data"]["attributes"]["unique_id"], "7/1");
     }

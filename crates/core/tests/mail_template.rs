@@ -24,6 +24,7 @@ fn invitation(name: &str) -> Invitation {
         venue_url: Some("https://app.gather.town/app/xyz/pycon".into()),
         checkin_code: Some("BC7B".into()),
         reg_no: Some(104),
+        intent: None,
     }
 }
 

@@ -8,12 +8,14 @@ use std::time::Duration;
 use autopilot_core::access::{
     AccessRequest, AccessService, GrantOutcome, RemoteAccess, RevokeOutcome, RevokeRequest,
 };
-use autopilot_core::mail::{Invitation, MailOutcome, MailService, RemoteMailer};
+use autopilot_core::mail::{
+    Invitation, MailOutcome, MailService, RemoteMailer, SettleQuery, Settlement,
+};
 use autopilot_core::pii::{EmailAddress, Sensitive};
 use autopilot_core::store::AttendeeKey;
 use autopilot_core::upstream::{HttpOptions, RetryPolicy};
 use serde_json::{json, Value};
-use wiremock::matchers::{header, method, path};
+use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn options() -> HttpOptions {
@@ -25,6 +27,7 @@ fn options() -> HttpOptions {
             max_delay: Duration::from_millis(5),
             max_retry_after: Duration::from_secs(1),
             retry_ambiguous: true,
+            retry_server_errors: true,
         },
     }
 }
@@ -57,6 +60,7 @@ fn invitation(attendee_id: u64) -> Invitation {
         venue_url: None,
         checkin_code: Some("BC7B".into()),
         reg_no: Some(attendee_id),
+        intent: None,
     }
 }
 
@@ -150,12 +154,60 @@ async fn a_mail_call_whose_outcome_is_unknown_is_not_repeated() {
         .await;
     let mailer = RemoteMailer::new(&server.uri(), Sensitive::new("ops".into()), options()).unwrap();
     let results = mailer.send(vec![invitation(1)], false).await;
-    assert!(matches!(
-        results[0].outcome,
-        MailOutcome::Failed {
-            transient: true,
-            ..
+    assert!(
+        matches!(results[0].outcome, MailOutcome::Uncertain { .. }),
+        "settled later from the provider's events, not retried: {:?}",
+        results[0].outcome
+    );
+}
+
+#[tokio::test]
+async fn a_mailer_5xx_is_uncertain_and_settle_travels_over_post_mail() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mail"))
+        .and(body_string_contains("\"invitations\""))
+        .respond_with(ResponseTemplate::new(502))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mail"))
+        .and(body_string_contains("\"settle\""))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"settlements": [
+            {"intent": "run-1.1", "status": "settled", "accepted": [{"event_id": 1, "attendee_id": 1}]}
+        ]})))
+        .mount(&server)
+        .await;
+    let mailer = RemoteMailer::new(&server.uri(), Sensitive::new("ops".into()), options()).unwrap();
+    let results = mailer.send(vec![invitation(1)], false).await;
+    assert!(matches!(results[0].outcome, MailOutcome::Uncertain { .. }));
+    let query = SettleQuery {
+        intent: "run-1.1".into(),
+        since: chrono::Utc::now(),
+        keys: vec![AttendeeKey {
+            event_id: 1,
+            attendee_id: 1,
+        }],
+    };
+    let settled = mailer.settle(vec![query.clone()]).await;
+    assert_eq!(
+        settled[0].settlement,
+        Settlement::Settled {
+            accepted: query.keys.clone()
         }
+    );
+    // A mailer that cannot answer leaves the intent waiting: never "nothing was accepted".
+    let gone = RemoteMailer::new(
+        "http://127.0.0.1:9",
+        Sensitive::new("ops".into()),
+        options(),
+    )
+    .unwrap();
+    let waiting = gone.settle(vec![query]).await;
+    assert!(matches!(
+        waiting[0].settlement,
+        Settlement::Pending { failed: true, .. }
     ));
 }
 

@@ -4,7 +4,7 @@
 use http::StatusCode;
 
 use super::{error_response, json, parse_json, HttpResponse, MAX_BATCH};
-use crate::mail::remote::MailBody;
+use crate::mail::remote::{MailBody, Settlements};
 use crate::mail::{Invitation, MailOutcome, MailResult, MailService};
 use crate::pii::EmailAddress;
 use crate::remote::Results;
@@ -14,6 +14,16 @@ pub(super) async fn mail(service: &dyn MailService, body: &[u8]) -> HttpResponse
         Ok(body) => body,
         Err(bad) => return bad.response(),
     };
+    if let Some(queries) = body.settle {
+        if !body.invitations.is_empty() {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "request body: give invitations or settle, not both",
+            );
+        }
+        let settlements = service.settle(queries).await;
+        return json(StatusCode::OK, &Settlements { settlements });
+    }
     if body.invitations.len() > MAX_BATCH {
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -36,6 +46,7 @@ pub(super) async fn mail(service: &dyn MailService, body: &[u8]) -> HttpResponse
                     venue_url: wire.venue_url,
                     checkin_code: wire.checkin_code,
                     reg_no: wire.reg_no,
+                    intent: wire.intent,
                 });
             }
             Err(invalid) => results.push(Some(MailResult {

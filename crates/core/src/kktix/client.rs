@@ -61,6 +61,29 @@ pub struct EventListing {
 }
 
 impl KktixClient {
+    /// `error` with what to check: the variable that is probably wrong and the host it
+    /// points at (never the token).
+    pub fn explain(&self, error: &UpstreamError) -> String {
+        let host = self.base.host_str().unwrap_or("?");
+        let host = match self.base.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let hint = match error {
+            UpstreamError::Unauthorized { .. } => {
+                format!("check KKTIX_ACCESS_TOKEN (it is sent to {host})")
+            }
+            UpstreamError::Transport { .. } | UpstreamError::Timeout { .. } => {
+                format!("check KKTIX_API_BASE ({host}) and that it is reachable from here")
+            }
+            UpstreamError::NotFound { .. } | UpstreamError::Malformed { .. } => {
+                format!("check that KKTIX_API_BASE ({host}) is KKTIX's hosting API")
+            }
+            _ => return format!("{error} (KKTIX_API_BASE {host})"),
+        };
+        format!("{error}: {hint}")
+    }
+
     pub fn new(
         base_url: &str,
         token: Sensitive<String>,

@@ -7,19 +7,30 @@
 //! of one ticket type are one request.
 //!
 //! A send is not idempotent (Mailgun has no deduplication key), so a request whose outcome is
-//! unknown — a timeout, a connection lost after sending — is not repeated: it fails as
-//! transient and the ledger decides. 429 (after its `Retry-After`), 5xx and refused
-//! connections are retried.
+//! unknown — a timeout, a connection lost after sending, and a 5xx (Mailgun answers 5xx to
+//! batches it did queue) — is never repeated: it is [`MailOutcome::Uncertain`], and the
+//! poller settles it later from Mailgun's Events API (`GET /v3/{domain}/events`, accepted
+//! events carrying the send's intent as a custom variable), sending again only to the
+//! recipients Mailgun did not accept. 429 (after its `Retry-After`) and refused connections —
+//! never queued — are retried. A 400 for a batch is one refused recipient somewhere in it: the
+//! batch is halved until the refused ones stand alone, and only they fail, for good.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::Utc;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::template::{escape_html, BatchShape};
-use super::{Invitation, MailOutcome, MailProvider, MailResult, MailTemplate};
+use super::{
+    Invitation, MailOutcome, MailProvider, MailResult, MailTemplate, SettleQuery, SettleResult,
+    Settlement,
+};
 use crate::pii::Sensitive;
+use crate::store::AttendeeKey;
 use crate::upstream::{build_client, join_url, HttpOptions, RetryPolicy, Upstream, UpstreamError};
 
 pub const MAILGUN_DEFAULT_API_BASE: &str = "https://api.mailgun.net";
@@ -33,9 +44,14 @@ const MAX_TAGS: usize = 3;
 /// Mailgun's longest tag.
 const MAX_TAG_LEN: usize = 128;
 
+/// Pages of the Events API read for one settlement at most.
+const MAX_EVENT_PAGES: usize = 200;
+
 pub struct MailgunProvider {
     http: reqwest::Client,
     url: Url,
+    events_url: Url,
+    settle_after: Duration,
     api_key: Sensitive<String>,
     from: String,
     tags: Vec<String>,
@@ -85,6 +101,8 @@ impl MailgunProvider {
         Ok(Self {
             http: build_client(UPSTREAM, options.timeout)?,
             url: join_url(UPSTREAM, base_url, &format!("/v3/{domain}/messages"))?,
+            events_url: join_url(UPSTREAM, base_url, &format!("/v3/{domain}/events"))?,
+            settle_after: Duration::ZERO,
             api_key,
             from: from.trim().to_owned(),
             tags: tags
@@ -96,10 +114,17 @@ impl MailgunProvider {
                 UPSTREAM,
                 RetryPolicy {
                     retry_ambiguous: false,
+                    retry_server_errors: false,
                     ..options.retry
                 },
             ),
         })
+    }
+
+    /// How long after an uncertain send Mailgun's events are trusted to be complete.
+    pub fn with_settle_after(mut self, settle_after: Duration) -> Self {
+        self.settle_after = settle_after;
+        self
     }
 
     /// HTTP requests sent so far, retries included.
@@ -167,41 +192,228 @@ impl MailgunProvider {
         form.push(("o:tracking-clicks", "htmlonly".into()));
         form.push(("o:tracking-opens", "yes".into()));
         form.push(("v:autopilot-key", "%recipient.key%".into()));
+        if let Some(intent) = chunk.first().and_then(|i| i.intent.as_deref()) {
+            form.push(("v:autopilot-intent", intent.to_owned()));
+        }
         Ok(form)
     }
 
-    /// One request; the outcome of every invitation in it.
-    async fn send_chunk(&self, form: &[(&'static str, String)]) -> MailOutcome {
-        let answer = self
-            .upstream
-            .send("the sending domain", || {
-                self.http
-                    .post(self.url.clone())
-                    .basic_auth("api", Some(self.api_key.expose()))
-                    .form(form)
-            })
-            .await;
-        match answer {
-            // A 2xx means Mailgun queued the batch, whether or not its answer reads.
-            Ok(success) => MailOutcome::Sent {
-                provider: PROVIDER.into(),
-                message_id: serde_json::from_slice::<Queued>(&success.body)
-                    .ok()
-                    .and_then(|queued| queued.id)
-                    .filter(|id| !id.is_empty()),
-            },
-            Err(error) => MailOutcome::Failed {
-                reason: error.to_string(),
-                transient: error.is_transient(),
-            },
-        }
+    /// One request for `chunk`; on a 400 (one refused recipient somewhere) the chunk is
+    /// halved until the refused recipients stand alone. One outcome per invitation.
+    fn send_chunk<'a>(
+        &'a self,
+        from: &'a str,
+        mail: &'a super::RenderedMail,
+        tags: &'a [String],
+        chunk: &'a [&'a Invitation],
+    ) -> BoxFuture<'a, Vec<MailOutcome>> {
+        Box::pin(async move {
+            let form = match self.form(from, mail, tags, chunk) {
+                Ok(form) => form,
+                Err(reason) => {
+                    return vec![
+                        MailOutcome::Failed {
+                            reason,
+                            transient: false,
+                        };
+                        chunk.len()
+                    ]
+                }
+            };
+            let answer = self
+                .upstream
+                .send("the sending domain", || {
+                    self.http
+                        .post(self.url.clone())
+                        .basic_auth("api", Some(self.api_key.expose()))
+                        .form(&form)
+                })
+                .await;
+            let error = match answer {
+                // A 2xx means Mailgun queued the batch, whether or not its answer reads.
+                Ok(success) => {
+                    let message_id = serde_json::from_slice::<Queued>(&success.body)
+                        .ok()
+                        .and_then(|queued| queued.id)
+                        .filter(|id| !id.is_empty());
+                    return vec![
+                        MailOutcome::Sent {
+                            provider: PROVIDER.into(),
+                            message_id,
+                        };
+                        chunk.len()
+                    ];
+                }
+                Err(error) => error,
+            };
+            match &error {
+                UpstreamError::Rejected { status: 400, .. } if chunk.len() > 1 => {
+                    let (left, right) = chunk.split_at(chunk.len() / 2);
+                    let mut outcomes = self.send_chunk(from, mail, tags, left).await;
+                    if let Some(failing) = outcomes.iter().find(|o| o.provider_failing()) {
+                        let reason = not_attempted(failing);
+                        outcomes.extend(vec![MailOutcome::NotAttempted { reason }; right.len()]);
+                    } else {
+                        outcomes.extend(self.send_chunk(from, mail, tags, right).await);
+                    }
+                    outcomes
+                }
+                UpstreamError::Rejected { status: 400, .. } => vec![MailOutcome::Failed {
+                    reason: "Mailgun refused this recipient (HTTP 400)".into(),
+                    transient: false,
+                }],
+                // Answered before queuing anything: safe to send again later.
+                UpstreamError::RateLimited { .. }
+                | UpstreamError::Unauthorized { .. }
+                | UpstreamError::NotFound { .. }
+                | UpstreamError::Rejected { .. } => vec![
+                    MailOutcome::Failed {
+                        reason: error.to_string(),
+                        transient: true,
+                    };
+                    chunk.len()
+                ],
+                UpstreamError::Transport { reason, .. } if reason == "connection failed" => {
+                    vec![
+                        MailOutcome::Failed {
+                            reason: error.to_string(),
+                            transient: true,
+                        };
+                        chunk.len()
+                    ]
+                }
+                // A 5xx, a timeout, a connection lost or a body cut short after sending:
+                // Mailgun may have queued it.
+                _ => vec![
+                    MailOutcome::Uncertain {
+                        reason: error.to_string(),
+                    };
+                    chunk.len()
+                ],
+            }
+        })
     }
+
+    /// Accepted events of the window, following `paging.next`: the attendee keys each of
+    /// `intents` reached.
+    async fn accepted_since(
+        &self,
+        since: chrono::DateTime<Utc>,
+        intents: &HashSet<&str>,
+    ) -> Result<HashMap<String, HashSet<AttendeeKey>>, UpstreamError> {
+        let mut url = self.events_url.clone();
+        url.query_pairs_mut()
+            .append_pair("event", "accepted")
+            .append_pair("begin", &since.timestamp().to_string())
+            .append_pair("end", &Utc::now().timestamp().to_string())
+            .append_pair("ascending", "yes")
+            .append_pair("limit", "300");
+        let mut accepted: HashMap<String, HashSet<AttendeeKey>> = HashMap::new();
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_EVENT_PAGES {
+            if !seen.insert(url.to_string()) {
+                break;
+            }
+            let page = self
+                .upstream
+                .send("the events of the sending domain", || {
+                    self.http
+                        .get(url.clone())
+                        .basic_auth("api", Some(self.api_key.expose()))
+                })
+                .await?;
+            let page: EventsPage =
+                serde_json::from_slice(&page.body).map_err(|_| UpstreamError::Malformed {
+                    upstream: UPSTREAM,
+                    reason: "an events page that does not read".into(),
+                })?;
+            if page.items.is_empty() {
+                return Ok(accepted);
+            }
+            for item in &page.items {
+                let variables = &item.user_variables;
+                let (Some(intent), Some(key)) = (
+                    variables.get("autopilot-intent").and_then(|v| v.as_str()),
+                    variables
+                        .get("autopilot-key")
+                        .and_then(|v| v.as_str())
+                        .and_then(parse_key),
+                ) else {
+                    continue;
+                };
+                if intents.contains(intent) {
+                    accepted.entry(intent.to_owned()).or_default().insert(key);
+                }
+            }
+            let Some(next) = page.paging.and_then(|paging| paging.next) else {
+                return Ok(accepted);
+            };
+            // The next page must be Mailgun's own (the API key goes with the request); one
+            // that is not is an answer cut short, never "nothing more was accepted".
+            match Url::parse(&next) {
+                Ok(next) if next.host_str() == self.events_url.host_str() => url = next,
+                _ => {
+                    return Err(UpstreamError::Malformed {
+                        upstream: UPSTREAM,
+                        reason: "an events page whose next page is not on Mailgun's host".into(),
+                    })
+                }
+            }
+        }
+        Err(UpstreamError::Malformed {
+            upstream: UPSTREAM,
+            reason: format!("the events pages do not end within {MAX_EVENT_PAGES} pages"),
+        })
+    }
+}
+
+fn not_attempted(failing: &MailOutcome) -> String {
+    let cause = match failing {
+        MailOutcome::Failed { reason, .. }
+        | MailOutcome::Uncertain { reason }
+        | MailOutcome::NotAttempted { reason } => reason.as_str(),
+        MailOutcome::Sent { .. } => "",
+    };
+    format!("not attempted: Mailgun failed earlier in this run ({cause})")
+}
+
+/// `EVENT_ID/ATTENDEE_ID` as the `autopilot-key` custom variable carries it.
+fn parse_key(text: &str) -> Option<AttendeeKey> {
+    let (event, attendee) = text.split_once('/')?;
+    Some(AttendeeKey {
+        event_id: event.trim().parse().ok()?,
+        attendee_id: attendee.trim().parse().ok()?,
+    })
+}
+
+/// One page of `GET /v3/{domain}/events`.
+#[derive(Deserialize)]
+struct EventsPage {
+    #[serde(default)]
+    items: Vec<EventItem>,
+    #[serde(default)]
+    paging: Option<Paging>,
+}
+
+#[derive(Deserialize)]
+struct EventItem {
+    #[serde(default, rename = "user-variables")]
+    user_variables: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    next: Option<String>,
 }
 
 #[async_trait]
 impl MailProvider for MailgunProvider {
     fn name(&self) -> &'static str {
         PROVIDER
+    }
+
+    async fn settle(&self, queries: &[SettleQuery]) -> Vec<SettleResult> {
+        self.settle_queries(queries).await
     }
 
     /// `resend` changes nothing: Mailgun does not deduplicate.
@@ -217,6 +429,9 @@ impl MailProvider for MailgunProvider {
         } else {
             self.from.as_str()
         };
+        // Once Mailgun fails, the rest of the request waits for the next run: it would only
+        // fail too (the next run's first batch is the probe).
+        let mut failing: Option<String> = None;
         for (shape, members) in group(batch) {
             let mail = match template.render_batch(&shape) {
                 Ok(mail) => mail,
@@ -232,16 +447,21 @@ impl MailProvider for MailgunProvider {
             };
             let tags = self.tags_for(&shape);
             for chunk in chunks(batch, &members) {
+                if let Some(reason) = &failing {
+                    for &index in &chunk {
+                        outcomes[index] = Some(MailOutcome::NotAttempted {
+                            reason: reason.clone(),
+                        });
+                    }
+                    continue;
+                }
                 let invitations: Vec<&Invitation> = chunk.iter().map(|&i| &batch[i]).collect();
-                let outcome = match self.form(from, &mail, &tags, &invitations) {
-                    Ok(form) => self.send_chunk(&form).await,
-                    Err(reason) => MailOutcome::Failed {
-                        reason,
-                        transient: false,
-                    },
-                };
-                for &index in &chunk {
-                    outcomes[index] = Some(outcome.clone());
+                let results = self.send_chunk(from, &mail, &tags, &invitations).await;
+                if let Some(bad) = results.iter().find(|o| o.provider_failing()) {
+                    failing = Some(not_attempted(bad));
+                }
+                for (&index, outcome) in chunk.iter().zip(results) {
+                    outcomes[index] = Some(outcome);
                 }
             }
         }
@@ -254,6 +474,66 @@ impl MailProvider for MailgunProvider {
                     reason: "the invitation was not sent".into(),
                     transient: true,
                 }),
+            })
+            .collect()
+    }
+}
+
+/// The settle half of [`MailProvider`] for Mailgun, kept beside `send`.
+impl MailgunProvider {
+    async fn settle_queries(&self, queries: &[SettleQuery]) -> Vec<SettleResult> {
+        let Some(earliest) = queries.iter().map(|q| q.since).min() else {
+            return Vec::new();
+        };
+        let intents: HashSet<&str> = queries.iter().map(|q| q.intent.as_str()).collect();
+        // From a little before the earliest intent: clocks differ.
+        let since = earliest - chrono::Duration::minutes(2);
+        let accepted = match self.accepted_since(since, &intents).await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Never guessed: the batch waits until Mailgun can say.
+                return queries
+                    .iter()
+                    .map(|query| SettleResult {
+                        intent: query.intent.clone(),
+                        settlement: Settlement::Pending {
+                            accepted: Vec::new(),
+                            reason: format!("Mailgun's events cannot be read: {error}"),
+                            failed: true,
+                        },
+                    })
+                    .collect();
+            }
+        };
+        let now = Utc::now();
+        let settle_after =
+            chrono::Duration::from_std(self.settle_after).unwrap_or(chrono::Duration::MAX);
+        queries
+            .iter()
+            .map(|query| {
+                let found = accepted.get(&query.intent);
+                let keys: Vec<AttendeeKey> = query
+                    .keys
+                    .iter()
+                    .copied()
+                    .filter(|key| found.is_some_and(|f| f.contains(key)))
+                    .collect();
+                let complete = keys.len() == query.keys.len() || now - query.since >= settle_after;
+                SettleResult {
+                    intent: query.intent.clone(),
+                    settlement: if complete {
+                        Settlement::Settled { accepted: keys }
+                    } else {
+                        Settlement::Pending {
+                            accepted: keys,
+                            reason: format!(
+                                "waiting until Mailgun's events are complete ({} after the send)",
+                                humantime::format_duration(self.settle_after)
+                            ),
+                            failed: false,
+                        }
+                    },
+                }
             })
             .collect()
     }

@@ -37,6 +37,10 @@ pub struct Invitation {
     pub venue_url: Option<String>,
     pub checkin_code: Option<String>,
     pub reg_no: Option<u64>,
+    /// The poller's record of this send, made before it: a provider that cannot deduplicate
+    /// (Mailgun) carries it with the message, so an uncertain outcome can be settled later
+    /// from the provider's own events instead of by sending again.
+    pub intent: Option<String>,
 }
 
 /// What `POST /mail` answers per invitation.
@@ -54,6 +58,54 @@ pub enum MailOutcome {
         /// Worth retrying later (upstream fault) rather than a problem with the invitation.
         transient: bool,
     },
+    /// The provider may or may not have queued it (a 5xx, a timeout, a connection lost after
+    /// sending): never sent again on a guess, settled from the provider's events instead.
+    Uncertain { reason: String },
+    /// Not sent: the provider failed on an earlier part of the same request.
+    NotAttempted { reason: String },
+}
+
+impl MailOutcome {
+    /// The provider is failing: stop sending to it for the rest of the run.
+    pub fn provider_failing(&self) -> bool {
+        match self {
+            Self::Failed { transient, .. } => *transient,
+            Self::Uncertain { .. } | Self::NotAttempted { .. } => true,
+            Self::Sent { .. } => false,
+        }
+    }
+}
+
+/// Which recipients of one intent the provider accepted, asked after an uncertain send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleQuery {
+    pub intent: String,
+    /// When the intent was recorded: the provider's events are searched from shortly before.
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub keys: Vec<AttendeeKey>,
+}
+
+/// The provider's word on one intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Settlement {
+    /// Final: these were accepted; the intent's other recipients were not.
+    Settled { accepted: Vec<AttendeeKey> },
+    /// Not complete yet (the provider's events lag: `accepted` are those found so far) or not
+    /// knowable now (its events API failed): the rest wait, and nothing is sent again.
+    Pending {
+        #[serde(default)]
+        accepted: Vec<AttendeeKey>,
+        reason: String,
+        failed: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleResult {
+    pub intent: String,
+    #[serde(flatten)]
+    pub settlement: Settlement,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,12 +129,28 @@ pub trait MailProvider: Send + Sync {
         batch: &[Invitation],
         resend: bool,
     ) -> Vec<MailResult>;
+
+    /// Which recipients of each intent were accepted. Providers that deduplicate never answer
+    /// [`MailOutcome::Uncertain`], so an intent left open (a crash before its outcome was
+    /// recorded) is settled as "nothing accepted" and sent again — harmlessly.
+    async fn settle(&self, queries: &[SettleQuery]) -> Vec<SettleResult> {
+        queries
+            .iter()
+            .map(|query| SettleResult {
+                intent: query.intent.clone(),
+                settlement: Settlement::Settled {
+                    accepted: Vec::new(),
+                },
+            })
+            .collect()
+    }
 }
 
 /// How the poller reaches the mailer: in process or over HTTP.
 #[async_trait]
 pub trait MailService: Send + Sync {
     async fn send(&self, batch: Vec<Invitation>, force: bool) -> Vec<MailResult>;
+    async fn settle(&self, queries: Vec<SettleQuery>) -> Vec<SettleResult>;
 }
 
 /// The mailer function's logic: the provider `MAIL_PROVIDER` names and the template.
@@ -108,6 +176,13 @@ impl MailService for Mailer {
             return Vec::new();
         }
         self.provider.send(&self.template, &batch, force).await
+    }
+
+    async fn settle(&self, queries: Vec<SettleQuery>) -> Vec<SettleResult> {
+        if queries.is_empty() {
+            return Vec::new();
+        }
+        self.provider.settle(&queries).await
     }
 }
 
@@ -150,6 +225,23 @@ pub struct MailSettings {
     pub klaviyo_metric: String,
     /// Extra Mailgun tags beside the event and ticket ones.
     pub tags: Vec<String>,
+    /// How long after an uncertain Mailgun send its events are trusted to be complete:
+    /// recipients not accepted by then are sent again. Mailgun's accepted events appear within
+    /// seconds, but it vouches for completeness only after about 30 minutes; the default
+    /// trusts the next run (5 minutes later) so an outage's probe goes out on recovery.
+    pub settle_after: String,
+}
+
+impl MailSettings {
+    /// `settle_after` as a duration (`30m`, `90s`, `0s`).
+    pub fn settle_after(&self) -> Result<std::time::Duration, String> {
+        humantime::parse_duration(self.settle_after.trim()).map_err(|e| {
+            format!(
+                "[mail] settle_after {:?} is not a duration like 30m ({e})",
+                self.settle_after
+            )
+        })
+    }
 }
 
 impl Default for MailSettings {
@@ -162,6 +254,7 @@ impl Default for MailSettings {
             outbox_dir: "./outbox".into(),
             klaviyo_metric: "KKTIX Autopilot Invitation".into(),
             tags: Vec::new(),
+            settle_after: "0s".into(),
         }
     }
 }

@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Invitation, MailOutcome, MailResult, MailService};
+use super::{
+    Invitation, MailOutcome, MailResult, MailService, SettleQuery, SettleResult, Settlement,
+};
 use crate::access::Link;
 use crate::pii::{serialize_exposed, Sensitive};
 use crate::remote::{KeyedResult, OpsClient};
@@ -12,13 +14,24 @@ use crate::upstream::{join_url, HttpOptions, RetryPolicy, UpstreamError};
 
 const UPSTREAM: &str = "mailer";
 
-/// `POST /mail` request body.
+/// `POST /mail` request body: invitations to send, or intents to settle.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MailBody {
     /// An explicit operator resend: providers that deduplicate let it through.
     #[serde(default)]
     pub force: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invitations: Vec<InvitationWire>,
+    /// Which recipients of these intents the provider accepted (after uncertain sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<Vec<SettleQuery>>,
+}
+
+/// `POST /mail` answer to a `settle` request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Settlements {
+    pub settlements: Vec<SettleResult>,
 }
 
 /// One invitation on the wire; `Debug` stays redacted.
@@ -42,6 +55,8 @@ pub struct InvitationWire {
     pub checkin_code: Option<String>,
     #[serde(default)]
     pub reg_no: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
 }
 
 impl From<&Invitation> for InvitationWire {
@@ -56,6 +71,7 @@ impl From<&Invitation> for InvitationWire {
             venue_url: invitation.venue_url.clone(),
             checkin_code: invitation.checkin_code.clone(),
             reg_no: invitation.reg_no,
+            intent: invitation.intent.clone(),
         }
     }
 }
@@ -68,6 +84,12 @@ impl KeyedResult for MailResult {
         Self {
             key,
             outcome: MailOutcome::Failed { reason, transient },
+        }
+    }
+    fn uncertain(key: AttendeeKey, reason: String) -> Self {
+        Self {
+            key,
+            outcome: MailOutcome::Uncertain { reason },
         }
     }
 }
@@ -93,6 +115,7 @@ impl RemoteMailer {
                 HttpOptions {
                     retry: RetryPolicy {
                         retry_ambiguous: false,
+                        retry_server_errors: false,
                         ..options.retry
                     },
                     ..options
@@ -112,7 +135,47 @@ impl MailService for RemoteMailer {
         let body = MailBody {
             force,
             invitations: batch.iter().map(InvitationWire::from).collect(),
+            settle: None,
         };
         self.client.exchange(&self.url, &body, &keys).await
+    }
+
+    async fn settle(&self, queries: Vec<SettleQuery>) -> Vec<SettleResult> {
+        if queries.is_empty() {
+            return Vec::new();
+        }
+        let body = MailBody {
+            force: false,
+            invitations: Vec::new(),
+            settle: Some(queries.clone()),
+        };
+        match self.client.post::<_, Settlements>(&self.url, &body).await {
+            Ok(answer) => queries
+                .iter()
+                .map(|query| {
+                    answer
+                        .settlements
+                        .iter()
+                        .find(|s| s.intent == query.intent)
+                        .cloned()
+                        .unwrap_or_else(|| pending(query, "the mailer gave no answer for it"))
+                })
+                .collect(),
+            Err(error) => queries
+                .iter()
+                .map(|query| pending(query, &format!("the mailer: {error}")))
+                .collect(),
+        }
+    }
+}
+
+fn pending(query: &SettleQuery, reason: &str) -> SettleResult {
+    SettleResult {
+        intent: query.intent.clone(),
+        settlement: Settlement::Pending {
+            accepted: Vec::new(),
+            reason: reason.to_owned(),
+            failed: true,
+        },
     }
 }

@@ -1,7 +1,7 @@
 //! One chunk of fetched attendees through the admission stages, each recorded in the ledger
 //! as soon as it succeeds: load → grant → mail.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -9,11 +9,16 @@ use super::{FailureTally, Reconciler, RunState, SelectedEvent, SkippedRecord};
 use crate::access::{AccessRequest, GrantOutcome};
 use crate::contacts::ContactCard;
 use crate::kktix::{AttendeeFetch, HostingEvent};
-use crate::mail::{Invitation, MailOutcome};
+use crate::mail::{Invitation, MailOutcome, SettleQuery, Settlement};
 use crate::pii::{EmailAddress, Sensitive};
 use crate::store::{
-    Admission, AttendeeKey, AttendeeRow, GrantRecord, LedgerEntry, SealedContact, Step,
+    Admission, AttendeeKey, AttendeeRow, GrantRecord, LedgerEntry, SealedContact, Step, PERMANENT,
+    TRANSIENT,
 };
+
+/// The stages a failing provider is skipped in for the rest of a run.
+pub(super) const GUEST_LIST: &str = "guest list";
+pub(super) const MAIL_PROVIDER: &str = "mail provider";
 
 /// A paid attendee on the way to an invitation; holds contact details only in memory.
 pub(super) struct Candidate {
@@ -27,6 +32,8 @@ pub(super) struct Candidate {
     pub grant: Option<GrantRecord>,
     pub needs_grant: bool,
     pub needs_mail: bool,
+    /// The provider refused this invitation for good before (already reported).
+    pub mail_refused_before: bool,
 }
 
 impl Reconciler {
@@ -144,7 +151,7 @@ impl Reconciler {
                 && grant.is_none()
                 && known.is_none_or(|a| a.grant_failures.due(state.now, backoff));
             let needs_mail = stages.mail
-                && !known.is_some_and(|a| a.mailed)
+                && !known.is_some_and(|a| a.mailed || a.mail_intent.is_some())
                 && known.is_none_or(|a| a.mail_failures.due(state.now, backoff));
             if needs_grant || needs_mail {
                 candidates.push(Candidate {
@@ -158,6 +165,7 @@ impl Reconciler {
                     grant,
                     needs_grant,
                     needs_mail,
+                    mail_refused_before: known.is_some_and(|a| a.mail_failures.permanent),
                 });
             }
         }
@@ -208,6 +216,7 @@ impl Reconciler {
     }
 
     /// Grants access to every candidate that needs it, in one call, and records each outcome.
+    /// Once the guest list fails this run, nobody else is tried until the next run.
     pub(super) async fn grant(
         &self,
         event: &HostingEvent,
@@ -217,6 +226,9 @@ impl Reconciler {
         let Some(access) = &self.access else {
             return true;
         };
+        if state.unhealthy.contains(GUEST_LIST) {
+            return true;
+        }
         let mut entries = Vec::new();
         let mut no_email = FailureTally::default();
         let mut requests = Vec::new();
@@ -236,7 +248,7 @@ impl Reconciler {
                         candidate.key,
                         Step::GrantFailed,
                         None,
-                        Some(reason.into()),
+                        Some(format!("{PERMANENT}{reason}")),
                     ));
                 }
             }
@@ -271,37 +283,47 @@ impl Reconciler {
                         candidate.grant = Some(record);
                         state.summary.granted += 1;
                     }
-                    GrantOutcome::Failed { reason, .. } => {
+                    GrantOutcome::Failed { reason, transient } => {
                         failures.add(&reason);
+                        if transient {
+                            state.unhealthy.insert(GUEST_LIST);
+                        }
+                        let prefix = if transient { TRANSIENT } else { PERMANENT };
                         entries.push(state.entry(
                             result.key,
                             Step::GrantFailed,
                             None,
-                            Some(reason),
+                            Some(format!("{prefix}{reason}")),
                         ));
                     }
                 }
             }
         }
-        failures.report(state, "guest list", "granting access");
+        failures.report(state, GUEST_LIST, "granting access");
         self.record(entries, state).await
     }
 
-    /// Mails every candidate whose access is in place (or who needs none) and records each.
+    /// Mails every candidate whose access is in place (or who needs none). The run's first
+    /// invitation goes alone, as the probe: only once the provider has accepted it does the
+    /// rest go, so an outage costs one request a run, not one uncertain batch.
     pub(super) async fn mail(
         &self,
         event: &HostingEvent,
         candidates: Vec<Candidate>,
         state: &mut RunState,
     ) -> bool {
-        let Some(mail) = &self.mail else {
+        if self.mail.is_none() || state.unhealthy.contains(MAIL_PROVIDER) {
             return true;
-        };
+        }
         let grant_stage = self.access.is_some();
-        let invitations: Vec<Invitation> = candidates
+        let mut reported_before: Vec<AttendeeKey> = Vec::new();
+        let mut invitations: Vec<Invitation> = candidates
             .into_iter()
             .filter(|c| c.needs_mail && (c.grant.is_some() || !grant_stage))
             .filter_map(|c| {
+                if c.mail_refused_before {
+                    reported_before.push(c.key);
+                }
                 let grant = c.grant.unwrap_or(GrantRecord {
                     event_name: event.name.clone(),
                     ticket_name: c.ticket_name.clone(),
@@ -319,17 +341,62 @@ impl Reconciler {
                     venue_url: grant.venue_url,
                     checkin_code: c.checkin_code,
                     reg_no: c.reg_no,
+                    intent: None,
                 })
             })
             .collect();
         if invitations.is_empty() {
             return true;
         }
+        if !state.mail_probed {
+            let rest = invitations.split_off(1);
+            if !self.send_batch(invitations, &reported_before, state).await {
+                return false;
+            }
+            if state.unhealthy.contains(MAIL_PROVIDER) {
+                // The rest keep no intent: the next run's probe decides for them.
+                return true;
+            }
+            state.mail_probed = true;
+            invitations = rest;
+            if invitations.is_empty() {
+                return true;
+            }
+        }
+        self.send_batch(invitations, &reported_before, state).await
+    }
+
+    /// Sends one batch and records it: first the intent (so that a crash or an uncertain
+    /// answer is settled later from the provider's events, never by sending again), then each
+    /// outcome. A provider failure marks it unhealthy for the rest of the run.
+    async fn send_batch(
+        &self,
+        mut invitations: Vec<Invitation>,
+        reported_before: &[AttendeeKey],
+        state: &mut RunState,
+    ) -> bool {
+        let Some(mail) = &self.mail else {
+            return true;
+        };
+        let intent = state.next_intent();
+        let intents: Vec<LedgerEntry> = invitations
+            .iter_mut()
+            .map(|invitation| {
+                invitation.intent = Some(intent.clone());
+                state.entry(invitation.key, Step::MailIntent, None, Some(intent.clone()))
+            })
+            .collect();
+        if !self.record(intents, state).await {
+            return false;
+        }
         let mut entries = Vec::new();
         let mut failures = FailureTally::default();
-        // Recorded right after the provider answers: the only window in which a crash can
-        // cause a second mail is between the provider accepting a batch and this append.
+        let mut uncertain = FailureTally::default();
+        let mut refused: Vec<AttendeeKey> = Vec::new();
         for result in mail.send(invitations, false).await {
+            if result.outcome.provider_failing() {
+                state.unhealthy.insert(MAIL_PROVIDER);
+            }
             match result.outcome {
                 MailOutcome::Sent {
                     provider,
@@ -342,14 +409,151 @@ impl Reconciler {
                     entries.push(state.entry(result.key, Step::Mailed, None, Some(detail)));
                     state.summary.mailed += 1;
                 }
-                MailOutcome::Failed { reason, .. } => {
-                    failures.add(&reason);
-                    entries.push(state.entry(result.key, Step::MailFailed, None, Some(reason)));
+                MailOutcome::Failed { reason, transient } => {
+                    let prefix = if transient {
+                        failures.add(&reason);
+                        TRANSIENT
+                    } else {
+                        if !reported_before.contains(&result.key) {
+                            refused.push(result.key);
+                        }
+                        PERMANENT
+                    };
+                    entries.push(state.entry(
+                        result.key,
+                        Step::MailFailed,
+                        None,
+                        Some(format!("{prefix}{reason}")),
+                    ));
+                }
+                // Not sent: the intent is closed, the next run sends it.
+                MailOutcome::NotAttempted { reason } => entries.push(state.entry(
+                    result.key,
+                    Step::MailFailed,
+                    None,
+                    Some(format!("{TRANSIENT}{reason}")),
+                )),
+                // Maybe sent: the intent stays open until the provider's events say.
+                MailOutcome::Uncertain { reason } => uncertain.add(&reason),
+            }
+        }
+        failures.report(state, MAIL_PROVIDER, "mailing the invitation");
+        for (reason, count) in uncertain.0 {
+            state.partial(
+                MAIL_PROVIDER,
+                format!(
+                    "{count} invitation(s) may or may not have been sent ({reason}); they are settled from the provider's events, never sent again on a guess"
+                ),
+            );
+        }
+        if !refused.is_empty() {
+            // Once per attendee: a refusal reported before is retried quietly after its backoff.
+            refused.sort_unstable();
+            let shown: Vec<String> = refused.iter().take(20).map(ToString::to_string).collect();
+            state.summary.alerts.push(format!(
+                "the mail provider refused {} invitation(s) for good (an invalid address, say); they are tried again after a backoff: {}{}",
+                refused.len(),
+                shown.join(", "),
+                if refused.len() > 20 { ", …" } else { "" }
+            ));
+        }
+        self.record(entries, state).await
+    }
+
+    /// Open intents of an event (a send whose outcome is not recorded: an uncertain answer,
+    /// or a crash) are settled from the provider's events: accepted → mailed; after the
+    /// provider's events are complete, not accepted → sent again by this run. Nothing is sent
+    /// again while the provider cannot say. The admissions come back with the outcomes folded.
+    pub(super) async fn settle_intents(
+        &self,
+        event_id: u64,
+        admissions: &mut HashMap<u64, Admission>,
+        state: &mut RunState,
+    ) -> bool {
+        let Some(mail) = &self.mail else {
+            return true;
+        };
+        let mut open: BTreeMap<String, SettleQuery> = BTreeMap::new();
+        for (attendee_id, admission) in admissions.iter() {
+            if admission.mailed || admission.cancelled {
+                continue;
+            }
+            if let Some((intent, at)) = &admission.mail_intent {
+                let query = open.entry(intent.clone()).or_insert_with(|| SettleQuery {
+                    intent: intent.clone(),
+                    since: *at,
+                    keys: Vec::new(),
+                });
+                query.keys.push(AttendeeKey {
+                    event_id,
+                    attendee_id: *attendee_id,
+                });
+            }
+        }
+        if open.is_empty() {
+            return true;
+        }
+        let queries: Vec<SettleQuery> = open.into_values().collect();
+        let mut entries = Vec::new();
+        for result in mail.settle(queries.clone()).await {
+            let Some(query) = queries.iter().find(|q| q.intent == result.intent) else {
+                continue;
+            };
+            let (accepted, settled) = match &result.settlement {
+                Settlement::Settled { accepted } => (accepted.clone(), true),
+                Settlement::Pending {
+                    accepted,
+                    reason,
+                    failed,
+                } => {
+                    let waiting = query.keys.len() - accepted.len();
+                    let message = format!(
+                        "{waiting} invitation(s) of an uncertain send wait to be settled: {reason}"
+                    );
+                    if *failed {
+                        state.partial(MAIL_PROVIDER, message);
+                    } else {
+                        state.summary.warnings.push(message);
+                    }
+                    (accepted.clone(), false)
+                }
+            };
+            for key in &query.keys {
+                if accepted.contains(key) {
+                    entries.push(state.entry(
+                        *key,
+                        Step::Mailed,
+                        None,
+                        Some(format!("settled: accepted ({})", query.intent)),
+                    ));
+                    state.summary.mailed += 1;
+                } else if settled {
+                    entries.push(state.entry(
+                        *key,
+                        Step::MailFailed,
+                        None,
+                        Some(format!(
+                            "{TRANSIENT}settled: not accepted by the provider ({})",
+                            query.intent
+                        )),
+                    ));
                 }
             }
         }
-        failures.report(state, "mail provider", "mailing the invitation");
-        self.record(entries, state).await
+        let before = state.recorded.len();
+        if !self.record(entries, state).await {
+            return false;
+        }
+        // Folded here rather than at the end of the event, which folds what follows.
+        for entry in state.recorded.drain(before..) {
+            admissions.entry(entry.key.attendee_id).or_default().apply(
+                entry.step,
+                None,
+                entry.detail.as_deref(),
+                entry.at,
+            );
+        }
+        true
     }
 
     /// Appends to the ledger; false (and the run failed) if the store refused.

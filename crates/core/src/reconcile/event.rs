@@ -74,7 +74,14 @@ impl Reconciler {
         state: &mut RunState,
     ) -> Option<HashMap<u64, Admission>> {
         match self.ledger.admissions(event_id).await {
-            Ok(admissions) => Some(admissions),
+            Ok(mut admissions) => {
+                // Before anything is chosen for mailing: an open intent is settled first, so
+                // that its recipients are sent again only if the provider did not accept them.
+                if !self.settle_intents(event_id, &mut admissions, state).await {
+                    return None;
+                }
+                Some(admissions)
+            }
             Err(error) => {
                 state.failed(
                     "store",

@@ -183,6 +183,25 @@ impl fmt::Display for RunSummary {
     }
 }
 
+impl RunSummary {
+    /// The summary line, then one line per skipped record, error, alert and warning (ids and
+    /// reasons only): what the CLI prints and the poller function logs, so each failure is
+    /// said once, here, rather than also as a log line.
+    pub fn report_lines(&self) -> Vec<String> {
+        let mut lines = vec![self.to_string()];
+        lines.extend(self.skipped.iter().map(|skipped| {
+            format!(
+                "  skipped event {} attendee {}: {}",
+                skipped.event_id, skipped.attendee_id, skipped.reason
+            )
+        }));
+        lines.extend(self.errors.iter().map(|e| format!("  error: {e}")));
+        lines.extend(self.alerts.iter().map(|a| format!("  alert: {a}")));
+        lines.extend(self.warnings.iter().map(|w| format!("  warning: {w}")));
+        lines
+    }
+}
+
 /// Another run holds the loop; runs never overlap (the poller is the ledger's only writer).
 #[derive(Debug, thiserror::Error)]
 #[error("a reconcile run is already in progress")]
@@ -220,6 +239,9 @@ pub struct IntakeMappings {
     pub webhook: WebhookMapping,
 }
 
+/// What [`Reconciler::with_run_observer`] takes.
+pub type RunObserver = Arc<dyn Fn(&RunSummary) + Send + Sync>;
+
 pub struct Reconciler {
     /// The hosting API, when this deployment has a KKTIX token.
     kktix: Option<KktixClient>,
@@ -235,6 +257,8 @@ pub struct Reconciler {
     access: Option<Arc<dyn AccessService>>,
     mail: Option<Arc<dyn MailService>>,
     notifier: Option<Arc<dyn Notifier>>,
+    /// Told of every finished run (the poller function prints its metrics line).
+    observer: Option<RunObserver>,
     options: ReconcileOptions,
     running: tokio::sync::Mutex<()>,
     /// Whether `CONTACT_KEY` opens what the store holds: checked once, on the first run.
@@ -260,12 +284,18 @@ pub(crate) struct RunState {
     admissions: HashMap<u64, HashMap<u64, Admission>>,
     started: Instant,
     requests_before: u64,
+    /// Providers that failed this run: nobody else is sent to them until the next run.
+    unhealthy: BTreeSet<&'static str>,
+    /// The mail provider accepted this run's probe: later batches go whole.
+    mail_probed: bool,
+    intents: u32,
 }
 
 impl RunState {
     /// Some work failed and stays pending; `failing` names the upstream or stage.
     fn partial(&mut self, failing: &str, error: String) {
-        tracing::warn!(run_id = %self.run_id, failing, %error, "reconcile step failed");
+        // Said once, in the run's report (RunSummary::report_lines); debug for tracing.
+        tracing::debug!(run_id = %self.run_id, failing, %error, "reconcile step failed");
         self.summary.errors.push(error);
         self.summary.failing.insert(failing.to_owned());
         if self.summary.outcome == RunOutcome::Ok {
@@ -275,10 +305,16 @@ impl RunState {
 
     /// The run could not do its work.
     fn failed(&mut self, failing: &str, error: String) {
-        tracing::error!(run_id = %self.run_id, failing, %error, "reconcile run failed");
+        tracing::debug!(run_id = %self.run_id, failing, %error, "reconcile run failed");
         self.summary.errors.push(error);
         self.summary.failing.insert(failing.to_owned());
         self.summary.outcome = RunOutcome::Failed;
+    }
+
+    /// A new mail intent's id: unique across runs (the run id is).
+    fn next_intent(&mut self) -> String {
+        self.intents += 1;
+        format!("{}.{}", self.run_id, self.intents)
     }
 
     fn entry(
@@ -355,6 +391,7 @@ impl Reconciler {
             access: None,
             mail: None,
             notifier: None,
+            observer: None,
             options: ReconcileOptions::default(),
             running: tokio::sync::Mutex::new(()),
             vault_checked: tokio::sync::OnceCell::new(),
@@ -376,6 +413,12 @@ impl Reconciler {
     /// Tell the team's channel about sales and failures.
     pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
         self.notifier = Some(notifier);
+        self
+    }
+
+    /// Called with every finished run's summary, after it is recorded.
+    pub fn with_run_observer(mut self, observer: RunObserver) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -473,6 +516,9 @@ impl Reconciler {
             admissions: HashMap::new(),
             started: Instant::now(),
             requests_before: self.kktix_requests(),
+            unhealthy: BTreeSet::new(),
+            mail_probed: false,
+            intents: 0,
             summary: RunSummary {
                 run_id,
                 kind: kind.as_str().to_owned(),
@@ -513,6 +559,9 @@ impl Reconciler {
             duration_ms = summary.duration_ms,
             "reconcile run finished"
         );
+        if let Some(observer) = &self.observer {
+            observer(&summary);
+        }
         summary
     }
 
@@ -597,7 +646,10 @@ impl Reconciler {
                         selected.push(SelectedEvent { event, door });
                     }
                 }
-                Err(error) => state.failed(error.upstream(), format!("listing events: {error}")),
+                Err(error) => state.failed(
+                    error.upstream(),
+                    format!("listing events: {}", kktix.explain(&error)),
+                ),
             }
         }
         if self.vault.is_none() {
@@ -678,6 +730,7 @@ impl Reconciler {
             && admission.grant_failures.due(now, backoff);
         let mail_due = stages.mail
             && !admission.mailed
+            && admission.mail_intent.is_none()
             && (admission.granted.is_some() || !stages.grant)
             && admission.mail_failures.due(now, backoff);
         grant_due || mail_due

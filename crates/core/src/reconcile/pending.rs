@@ -79,8 +79,10 @@ impl Reconciler {
                 .filter(|_| !admission.revoked && !admission.cancelled);
             let needs_grant =
                 stages.grant && grant.is_none() && admission.grant_failures.due(state.now, backoff);
-            let needs_mail =
-                stages.mail && !admission.mailed && admission.mail_failures.due(state.now, backoff);
+            let needs_mail = stages.mail
+                && !admission.mailed
+                && admission.mail_intent.is_none()
+                && admission.mail_failures.due(state.now, backoff);
             if !needs_grant && !needs_mail {
                 continue;
             }
@@ -95,6 +97,7 @@ impl Reconciler {
                 grant,
                 needs_grant,
                 needs_mail,
+                mail_refused_before: admission.mail_failures.permanent,
             });
         }
         if missing > 0 {

@@ -224,6 +224,8 @@ impl Reconciler {
             venue_url: grant.venue_url,
             checkin_code,
             reg_no,
+            // An operator's resend: an uncertain outcome is reported to the operator.
+            intent: None,
         };
         let outcome = mail
             .send(vec![invitation], true)
@@ -247,13 +249,26 @@ impl Reconciler {
                     message_id,
                 })
             }
-            Some(MailOutcome::Failed { reason, .. }) => {
+            Some(MailOutcome::Failed { reason, transient }) => {
+                let prefix = if transient {
+                    crate::store::TRANSIENT
+                } else {
+                    crate::store::PERMANENT
+                };
                 self.ledger
-                    .append(&[entry(Step::MailFailed, Some(reason.clone()))])
+                    .append(&[entry(Step::MailFailed, Some(format!("{prefix}{reason}")))])
                     .await
                     .map_err(store_error)?;
                 Err(ResendError::Mail { key, reason })
             }
+            Some(MailOutcome::NotAttempted { reason }) => Err(ResendError::Mail { key, reason }),
+            // Not retried on a guess: the operator decides after a look at the provider's logs.
+            Some(MailOutcome::Uncertain { reason }) => Err(ResendError::Mail {
+                key,
+                reason: format!(
+                    "it may or may not have gone out ({reason}); check the provider's logs before resending"
+                ),
+            }),
             None => Err(ResendError::Mail {
                 key,
                 reason: "the mailer gave no answer".into(),

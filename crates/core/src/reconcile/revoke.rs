@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::{FailureTally, Reconciler, RunState};
 use crate::access::{RevokeOutcome, RevokeRequest};
 use crate::kktix::HostingEvent;
-use crate::store::{AttendeeKey, Step};
+use crate::store::{AttendeeKey, Step, PERMANENT, TRANSIENT};
 
 impl Reconciler {
     /// Takes each event's admissions as they stand after this run (read from the ledger only
@@ -100,13 +100,14 @@ impl Reconciler {
                         entries.push(state.entry(result.key, Step::Revoked, None, detail));
                         state.summary.revoked += 1;
                     }
-                    RevokeOutcome::Failed { reason, .. } => {
+                    RevokeOutcome::Failed { reason, transient } => {
                         failures.add(&reason);
+                        let prefix = if transient { TRANSIENT } else { PERMANENT };
                         entries.push(state.entry(
                             result.key,
                             Step::RevokeFailed,
                             None,
-                            Some(reason),
+                            Some(format!("{prefix}{reason}")),
                         ));
                     }
                 }

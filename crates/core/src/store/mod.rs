@@ -298,6 +298,10 @@ pub enum Step {
     Granted,
     /// The invitation was accepted by the email provider (`detail` "resend" for a resend).
     Mailed,
+    /// About to send the invitation; `detail` is the intent's id. Until `mailed` or
+    /// `mail_failed` follows, an outcome is unknown and is settled from the provider's events,
+    /// never by sending again.
+    MailIntent,
     /// Gone from the attendance book: refunded or cancelled.
     Cancelled,
     /// Off the guest list again (or never needed removing); `detail` says which.
@@ -308,11 +312,12 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::AwaitingPayment,
         Step::Loaded,
         Step::Granted,
         Step::Mailed,
+        Step::MailIntent,
         Step::Cancelled,
         Step::Revoked,
         Step::GrantFailed,
@@ -326,6 +331,7 @@ impl Step {
             Self::Loaded => "loaded",
             Self::Granted => "granted",
             Self::Mailed => "mailed",
+            Self::MailIntent => "mail_intent",
             Self::Cancelled => "cancelled",
             Self::Revoked => "revoked",
             Self::GrantFailed => "grant_failed",
@@ -370,12 +376,20 @@ pub struct LedgerEntry {
     pub at: DateTime<Utc>,
 }
 
+/// The prefix of a failure's `detail` when the provider refused it for good (an invalid
+/// address): only those wait a backoff. Any other failure was the provider's, and the next
+/// run tries again (`transient: …`, or a detail written before this distinction).
+pub const PERMANENT: &str = "permanent: ";
+pub const TRANSIENT: &str = "transient: ";
+
 /// Consecutive failures of one step since it last succeeded.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Failures {
     pub count: u32,
     pub last_at: Option<DateTime<Utc>>,
     pub last_reason: Option<String>,
+    /// The last failure was a permanent rejection (backs off per attendee).
+    pub permanent: bool,
 }
 
 impl Failures {
@@ -383,11 +397,17 @@ impl Failures {
         self.count += 1;
         self.last_at = Some(at);
         self.last_reason = reason.map(str::to_owned);
+        self.permanent = reason.is_some_and(|r| r.starts_with(PERMANENT));
     }
 
-    /// Whether the step may be tried again at `now`: exponential backoff from `base`
-    /// (base, 2·base, 4·base, … capped at 64·base) after each consecutive failure.
+    /// Whether the step may be tried again at `now`. A provider's failure (an outage) never
+    /// waits here: the next run tries again and, if the provider answers, everything pending
+    /// goes out. A permanent rejection backs off exponentially from `base` (base, 2·base, …
+    /// capped at 64·base).
     pub fn due(&self, now: DateTime<Utc>, base: std::time::Duration) -> bool {
+        if !self.permanent {
+            return true;
+        }
         let Some(last) = self.last_at else {
             return true;
         };
@@ -404,6 +424,8 @@ pub struct Admission {
     pub loaded: bool,
     pub granted: Option<GrantRecord>,
     pub mailed: bool,
+    /// An intent to mail whose outcome is not recorded yet: `(intent id, when)`.
+    pub mail_intent: Option<(String, DateTime<Utc>)>,
     pub cancelled: bool,
     pub revoked: bool,
     pub email_hash: Option<String>,
@@ -448,7 +470,11 @@ impl Admission {
             }
             Step::Mailed => {
                 self.mailed = true;
+                self.mail_intent = None;
                 self.mail_failures = Failures::default();
+            }
+            Step::MailIntent => {
+                self.mail_intent = detail.map(|intent| (intent.to_owned(), at));
             }
             Step::Cancelled => self.cancelled = true,
             Step::Revoked => {
@@ -456,7 +482,10 @@ impl Admission {
                 self.revoke_failures = Failures::default();
             }
             Step::GrantFailed => self.grant_failures.record(at, detail),
-            Step::MailFailed => self.mail_failures.record(at, detail),
+            Step::MailFailed => {
+                self.mail_intent = None;
+                self.mail_failures.record(at, detail);
+            }
             Step::RevokeFailed => self.revoke_failures.record(at, detail),
         }
         if let Some(hash) = email_hash {
@@ -494,7 +523,8 @@ pub trait Ledger: Send + Sync {
     /// Appends entries atomically: all or none.
     async fn append(&self, entries: &[LedgerEntry]) -> Result<(), StoreError>;
     async fn record_run(&self, run: &RunSummary) -> Result<(), StoreError>;
-    /// The newest run, or the newest whose outcome was `ok`.
+    /// The newest run of any kind, or (`successful_only`) the newest scheduled `poll` run that
+    /// did not fail: `ok`, or `partial` (it ran; an upstream left some work pending).
     async fn last_run(&self, successful_only: bool) -> Result<Option<RunSummary>, StoreError>;
     /// The newest `limit` runs, newest first.
     async fn recent_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
@@ -620,20 +650,53 @@ mod tests {
     }
 
     #[test]
-    fn failures_back_off_exponentially() {
+    fn a_providers_failures_never_wait_and_intents_close_on_an_outcome() {
+        let start = Utc::now();
+        let base = std::time::Duration::from_secs(60);
+        let mut failures = Failures::default();
+        for _ in 0..12 {
+            failures.record(start, Some("transient: Mailgun failed with HTTP 503"));
+        }
+        assert!(
+            failures.due(start, base),
+            "an outage does not make anyone wait"
+        );
+        failures.record(start, Some("old detail without a prefix"));
+        assert!(failures.due(start, base));
+
+        let mut admission = Admission::default();
+        admission.apply(Step::MailIntent, None, Some("run-1.1"), start);
+        assert_eq!(
+            admission.mail_intent.as_ref().map(|i| i.0.as_str()),
+            Some("run-1.1")
+        );
+        admission.apply(
+            Step::MailFailed,
+            None,
+            Some("transient: not accepted"),
+            start,
+        );
+        assert!(admission.mail_intent.is_none());
+        admission.apply(Step::MailIntent, None, Some("run-2.1"), start);
+        admission.apply(Step::Mailed, None, Some("mailgun settled"), start);
+        assert!(admission.mail_intent.is_none() && admission.mailed);
+    }
+
+    #[test]
+    fn permanent_rejections_back_off_exponentially() {
         let start = Utc::now();
         let base = std::time::Duration::from_secs(60);
         let mut failures = Failures::default();
         assert!(failures.due(start, base));
-        failures.record(start, None);
+        failures.record(start, Some("permanent: refused"));
         assert!(!failures.due(start + chrono::Duration::seconds(59), base));
         assert!(failures.due(start + chrono::Duration::seconds(60), base));
-        failures.record(start, None);
-        failures.record(start, None);
+        failures.record(start, Some("permanent: refused"));
+        failures.record(start, Some("permanent: refused"));
         assert!(!failures.due(start + chrono::Duration::seconds(239), base));
         assert!(failures.due(start + chrono::Duration::seconds(240), base));
         for _ in 0..40 {
-            failures.record(start, None);
+            failures.record(start, Some("permanent: refused"));
         }
         assert!(
             failures.due(start + chrono::Duration::seconds(64 * 60), base),
