@@ -58,3 +58,76 @@ if problems:
     sys.exit("\n".join(problems))
 print(f"{len(values)} overrides valid; {len(parameters)} parameters in the template")
 PY
+
+echo "== the template's routes and secrets against openapi.yaml and the code"
+# Every route openapi.yaml documents (checked against the code's route table by
+# crates/core/tests/openapi.rs) is served by the gateway, HEAD /healthz too; no function's
+# environment holds a resolved secret; each *_SECRET variable is one the code reads, and the
+# function's role may read that secret and no other.
+python3 - <<'PY'
+import re
+import sys
+
+import yaml
+from cfnlint.decode import decode
+
+template, errors = decode("infra/template.yaml")
+if errors:
+    sys.exit(f"cannot read the template: {errors}")
+text = open("infra/template.yaml").read()
+problems = []
+if "{{resolve:secretsmanager" in text:
+    problems.append("a {{resolve:secretsmanager:...}} reference leaves a plaintext secret in a function's configuration")
+
+with open("openapi.yaml") as f:
+    spec = yaml.safe_load(f)
+documented = {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops if m in ("get", "post", "put", "delete", "patch", "head")}
+documented.add(("HEAD", "/healthz"))
+resources = template["Resources"]
+served = set()
+for name, res in resources.items():
+    if res.get("Type") != "AWS::Serverless::Function":
+        continue
+    for event in (res["Properties"].get("Events") or {}).values():
+        if event.get("Type") == "HttpApi":
+            served.add((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
+for route in sorted(documented - served):
+    problems.append(f"{route[0]} {route[1]} is documented but no function serves it")
+for route in sorted(served - documented):
+    problems.append(f"{route[0]} {route[1]} is served but not in openapi.yaml")
+
+code = open("crates/core/src/aws/secrets.rs").read()
+known = set(re.findall(r'"([A-Z_]+_SECRET)"', code))
+def refs(node):
+    """Parameter names a node refers to."""
+    found = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "Ref" and isinstance(v, str):
+                found.add(v)
+            found |= refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            found |= refs(v)
+    return found
+for name, res in resources.items():
+    if res.get("Type") != "AWS::Serverless::Function":
+        continue
+    variables = res["Properties"].get("Environment", {}).get("Variables", {})
+    wanted = set()
+    for var, value in variables.items():
+        if var.endswith("_SECRET"):
+            if var not in known:
+                problems.append(f"{name}: {var} is not a variable the code reads")
+            wanted |= {r for r in refs(value) if r.endswith("Secret")}
+    role = res["Properties"]["Role"]["Fn::GetAtt"][0]
+    granted = set()
+    for policy in resources[role]["Properties"]["Policies"]:
+        if "secretsmanager:GetSecretValue" in str(policy):
+            granted |= {r for r in refs(policy) if r.endswith("Secret")}
+    if wanted != granted:
+        problems.append(f"{name}: reads secrets {sorted(wanted)} but its role grants {sorted(granted)}")
+if problems:
+    sys.exit("\n".join(problems))
+print(f"{len(served)} routes served and documented; every function reads only its own secrets")
+PY

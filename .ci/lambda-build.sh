@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the four Lambda functions the way `sam build` does (cargo-lambda, x86_64,
+# Builds the Lambda functions the way `sam build` does (cargo-lambda, x86_64,
 # provided.al2023) and checks that each produced its `bootstrap`.
 #
 #   .ci/lambda-build.sh                      # zig toolchain (cargo-lambda's default)
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=never
 
-FUNCTIONS=(kktix-poller authorizer mailer discord-interactions receiver)
+FUNCTIONS=(kktix-poller authorizer mailer discord-interactions receiver alarm-notifier)
 
 echo "== pip install cargo-lambda"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore cargo-lambda

@@ -130,6 +130,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut sandbox_setup = None;
     if args.sandbox {
         if std::env::var_os("STORE").is_none() {
+            // The sandbox's own folder is the one directory made on the user's behalf.
+            std::fs::create_dir_all(SANDBOX_DIR)
+                .with_context(|| format!("creating {SANDBOX_DIR}"))?;
             settings.store = StoreSpec::Sqlite(format!("{SANDBOX_DIR}/autopilot.db"));
         }
         let steps = load_state(args.seed, args.purchase_rate)?;
@@ -254,6 +257,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_report_settings(
             settings.file.reports.clone(),
             settings.file.discord.recently_ended_days,
+        )
+        .with_stale_after(
+            settings
+                .file
+                .health
+                .stale_after()
+                .map_err(anyhow::Error::msg)?,
         )
         .with_poller(reconciler.clone())
         .with_authorizer(access)

@@ -6,6 +6,7 @@
 mod dev;
 mod server;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -113,6 +114,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -313,6 +316,9 @@ async fn reseal() -> anyhow::Result<ExitCode> {
 
 async fn poll(once: bool, every: Duration, json: bool) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env()?;
+    // Everything that can be checked without the store is, first: a failed start creates no
+    // files.
+    autopilot_core::app::check_doors(&settings)?;
     let stores = open_stores(&settings)?;
     let reconciler = reconciler_from_settings(&settings, &stores)?;
     if once {
@@ -339,21 +345,8 @@ pub(crate) fn print_summary(summary: &RunSummary, json: bool) -> anyhow::Result<
         );
         return Ok(());
     }
-    println!("{summary}");
-    for skipped in &summary.skipped {
-        println!(
-            "  skipped event {} attendee {}: {}",
-            skipped.event_id, skipped.attendee_id, skipped.reason
-        );
-    }
-    for error in &summary.errors {
-        println!("  error: {error}");
-    }
-    for alert in &summary.alerts {
-        println!("  alert: {alert}");
-    }
-    for warning in &summary.warnings {
-        println!("  warning: {warning}");
+    for line in summary.report_lines() {
+        println!("{line}");
     }
     Ok(())
 }

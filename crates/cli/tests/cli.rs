@@ -25,6 +25,8 @@ async fn poll_once_loads_then_exits_zero_and_names_what_it_did() {
         .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
+    // The store's directory is the operator's to create: it is never made on a guess.
+    std::fs::create_dir(dir.path().join("data")).unwrap();
     let mut command = autopilot(dir.path());
     command
         .args(["poll", "--once"])
@@ -78,6 +80,118 @@ fn poll_once_fails_with_a_named_variable_when_configuration_is_missing() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("KKTIX_API_BASE is invalid"));
 }
 
+/// Every file and directory under `dir`, relative.
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        found.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_failed_start_creates_no_files_and_says_each_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // No configuration at all.
+    let output = autopilot(dir.path())
+        .args(["poll", "--once"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        files(dir.path()),
+        Vec::<String>::new(),
+        "no autopilot.db left behind"
+    );
+
+    // A store in a directory that does not exist: named, not created.
+    let missing = dir.path().join("no/such/dir/a.db");
+    let output = autopilot(dir.path())
+        .args(["poll", "--once"])
+        .env("KKTIX_ACCESS_TOKEN", "x")
+        .env("STORE", format!("sqlite:{}", missing.display()))
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said = stderr.matches("does not exist").count()
+        + String::from_utf8_lossy(&output.stdout)
+            .matches("does not exist")
+            .count();
+    assert_eq!(said, 1, "said once: {stderr}");
+    assert!(stderr.contains("no/such/dir"), "{stderr}");
+    assert_eq!(files(dir.path()), Vec::<String>::new());
+    // Logs into a pipe carry no colour codes.
+    assert!(!stderr.contains('\u{1b}'), "ANSI codes in {stderr:?}");
+}
+
+#[test]
+fn a_rejecting_kktix_names_the_token_and_the_host() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let answer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in server.incoming().take(1) {
+            let mut stream = stream.unwrap();
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let output = autopilot(dir.path())
+        .args(["poll", "--once"])
+        .env("KKTIX_ACCESS_TOKEN", "wrong-token")
+        .env("KKTIX_API_BASE", format!("http://127.0.0.1:{port}"))
+        .env("STORE", "sqlite:autopilot.db")
+        .output()
+        .unwrap();
+    answer.join().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("check KKTIX_ACCESS_TOKEN")
+            && stdout.contains(&format!("127.0.0.1:{port}")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("wrong-token"));
+}
+
+#[test]
+fn a_hung_kktix_fails_well_under_forty_seconds_with_the_defaults() {
+    // Accepts connections and never answers.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in server.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = autopilot(dir.path())
+        .args(["poll", "--once"])
+        .env("KKTIX_ACCESS_TOKEN", "x")
+        .env("KKTIX_API_BASE", format!("http://127.0.0.1:{port}"))
+        .env("STORE", "sqlite:autopilot.db")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("did not answer in time") && stdout.contains("check KKTIX_API_BASE"),
+        "{stdout}"
+    );
+    assert!(took < Duration::from_secs(25), "took {took:?}");
+}
+
 #[test]
 fn poll_once_exits_non_zero_when_kktix_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,6 +207,10 @@ fn poll_once_exits_non_zero_when_kktix_is_unreachable() {
     assert!(
         stdout.contains("failed") && stdout.contains("could not reach KKTIX"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("check KKTIX_API_BASE (127.0.0.1:9)"),
+        "names the variable and the host: {stdout}"
     );
 }
 

@@ -31,6 +31,7 @@ fn team(dir: &Path) -> Command {
         ),
     )
     .unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
     let mut command = autopilot(dir);
     command
         .env("AUTOPILOT_CONFIG", dir.join("autopilot.toml"))
@@ -162,7 +163,7 @@ fn import_refuses_a_file_that_is_not_an_export_and_a_missing_key() {
     assert_eq!(output.status.code(), Some(1), "{shown}");
     assert!(shown.contains("CONTACT_KEY"), "{shown}");
     assert!(
-        !dir.path().join("data").exists(),
+        !dir.path().join("data/autopilot.db").exists(),
         "a failed start creates no files"
     );
 }

@@ -56,8 +56,9 @@ impl Stores {
 pub enum BuildError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Not `#[from]`: that would also make it the source, and `{:#}` would say it twice.
     #[error("STORE: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(crate::store::StoreError),
     #[error("{var}: {error}")]
     Client {
         var: &'static str,
@@ -65,6 +66,12 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Template(#[from] crate::mail::TemplateError),
+}
+
+impl From<crate::store::StoreError> for BuildError {
+    fn from(error: crate::store::StoreError) -> Self {
+        Self::Store(error)
+    }
 }
 
 fn client_error(var: &'static str) -> impl FnOnce(UpstreamError) -> BuildError {
@@ -259,7 +266,9 @@ pub fn mailer(settings: &Settings) -> Result<Mailer, BuildError> {
                     mail.tags.clone(),
                     HttpOptions::default(),
                 )
-                .map_err(client_error("MAILGUN_API_BASE"))?,
+                .map_err(client_error("MAILGUN_API_BASE"))?
+                // Validated when the settings were read.
+                .with_settle_after(mail.settle_after().unwrap_or_default()),
             )
         }
         ProviderKind::Klaviyo => {

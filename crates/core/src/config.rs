@@ -34,6 +34,9 @@ pub enum ConfigError {
     Invalid { var: &'static str, reason: String },
     #[error("configuration file {path}: {reason}")]
     File { path: String, reason: String },
+    /// A `{VAR}_SECRET` whose secret could not be read at start.
+    #[error("{var}: {reason}")]
+    Secret { var: &'static str, reason: String },
 }
 
 /// `[kktix]` in the TOML file.
@@ -91,6 +94,37 @@ pub struct FileSettings {
     pub bigquery: crate::store::BigQuerySettings,
     pub intake: IntakeSection,
     pub safety: crate::reconcile::SafetySettings,
+    pub health: HealthSection,
+}
+
+/// `[health]`: when `/healthz` stops answering 200.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSection {
+    /// `/healthz` answers 503 once the last successful scheduled run is older than this.
+    pub stale_after: String,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            stale_after: "15m".into(),
+        }
+    }
+}
+
+impl HealthSection {
+    /// `stale_after` as a duration (`15m`, `90s`).
+    pub fn stale_after(&self) -> Result<Duration, String> {
+        match humantime::parse_duration(self.stale_after.trim()) {
+            Ok(duration) if !duration.is_zero() => Ok(duration),
+            Ok(_) => Err("[health] stale_after must be longer than zero".into()),
+            Err(e) => Err(format!(
+                "[health] stale_after {:?} is not a duration like 15m or 90s ({e})",
+                self.stale_after
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +185,27 @@ impl Settings {
         Self::load(&|name| std::env::var(name).ok())
     }
 
+    /// Loads from the process environment after reading each `{VAR}_SECRET` it names from
+    /// Secrets Manager (a deployed function's start); with none named, as [`Self::from_env`].
+    pub async fn from_env_and_secrets() -> Result<Self, ConfigError> {
+        Self::load_with_secrets(&|name| std::env::var(name).ok()).await
+    }
+
+    pub async fn load_with_secrets(
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let secrets = crate::aws::secrets::resolve(env)
+            .await
+            .map_err(|e| ConfigError::Secret {
+                var: e.var,
+                reason: e.reason,
+            })?;
+        Self::load(&|name| match secrets.get(name) {
+            Some(value) => Some(value.expose().clone()),
+            None => env(name),
+        })
+    }
+
     /// Loads from any variable source, so tests need not touch the process environment.
     /// Empty variables count as unset.
     pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -184,6 +239,15 @@ impl Settings {
                 path: display(&config_path),
                 reason,
             })?;
+        for check in [
+            file.health.stale_after().map(|_| ()),
+            file.mail.settle_after().map(|_| ()),
+        ] {
+            check.map_err(|reason| ConfigError::File {
+                path: display(&config_path),
+                reason,
+            })?;
+        }
         if file.kktix.concurrency == 0 || file.kktix.max_attempts == 0 {
             return Err(ConfigError::File {
                 path: display(&config_path),
@@ -379,7 +443,35 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    toml::from_str(&text).map_err(|e| file_error(e.message().to_owned()))
+    toml::from_str(&text).map_err(|e| file_error(toml_error(&text, &e)))
+}
+
+/// toml's message with the key it is about (`[kktix] timeout_secs: invalid type: …`) and the
+/// line, so a type error can be found without reading the whole file.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().to_owned();
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(key, _)| key.trim().trim_matches('"').to_owned())
+        .filter(|key| !key.is_empty() && !key.starts_with('['));
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(str::to_owned);
+    match (section, key) {
+        (Some(section), Some(key)) => format!("{section} {key}: {message} (line {line_no})"),
+        (None, Some(key)) => format!("{key}: {message} (line {line_no})"),
+        _ => format!("{message} (line {line_no})"),
+    }
 }
 
 /// An upstream base URL: absolute http(s), kept without a trailing slash.
@@ -500,6 +592,47 @@ mod tests {
         std::fs::write(&path, "[events]\nsource = \"ftp\"\n").unwrap();
         let error = load(&[("AUTOPILOT_CONFIG", path.to_str().unwrap())]).unwrap_err();
         assert!(error.to_string().contains("ftp"), "{error}");
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("autopilot.toml");
+        let config = path.to_str().unwrap();
+        std::fs::write(
+            &path,
+            "[events]\nslugs = []\n\n[kktix]\ntimeout_secs = \"ten\"\n",
+        )
+        .unwrap();
+        let error = load(&[("AUTOPILOT_CONFIG", config)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("[kktix] timeout_secs: invalid type"),
+            "{error}"
+        );
+        assert!(error.contains("line 5"), "{error}");
+
+        std::fs::write(&path, "[health]\nstale_after = \"soon\"\n").unwrap();
+        let error = load(&[("AUTOPILOT_CONFIG", config)])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("[health] stale_after \"soon\""), "{error}");
+        std::fs::write(&path, "[mail]\nsettle_after = 30\n").unwrap();
+        let error = load(&[("AUTOPILOT_CONFIG", config)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("[mail] settle_after: invalid type"),
+            "{error}"
+        );
+
+        std::fs::write(&path, "[health]\nstale_after = \"90s\"\n").unwrap();
+        let settings = load(&[("AUTOPILOT_CONFIG", config)]).unwrap();
+        assert_eq!(
+            settings.file.health.stale_after(),
+            Ok(Duration::from_secs(90))
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod discord;
 pub mod intake;
 pub mod kktix;
 pub mod mail;
+pub mod metrics;
 pub mod notify;
 pub mod pii;
 pub mod reconcile;

@@ -279,3 +279,134 @@ async fn secrets_are_read_with_get_secret_value() {
         "{error}"
     );
 }
+
+/// A Secrets Manager fake holding `secrets` (name → SecretString); others are not found.
+async fn secrets_server(secrets: &[(&str, &str)]) -> MockServer {
+    let server = MockServer::start().await;
+    for (name, value) in secrets {
+        Mock::given(method("POST"))
+            .and(header("x-amz-target", "secretsmanager.GetSecretValue"))
+            .and(wiremock::matchers::body_json(json!({"SecretId": name})))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"Name": name, "SecretString": value})),
+            )
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "__type": "ResourceNotFoundException",
+            "message": "Secrets Manager can't find the specified secret."
+        })))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn lambda_env<'a>(
+    server: &'a MockServer,
+    vars: &'a [(&'a str, &'a str)],
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name: &str| {
+        let fixed = [
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "session"),
+            ("AWS_REGION", "ap-northeast-1"),
+        ];
+        if name == "AWS_ENDPOINT_URL_SECRETS_MANAGER" {
+            return Some(server.uri());
+        }
+        fixed
+            .iter()
+            .chain(vars.iter())
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+#[tokio::test]
+async fn settings_read_each_named_secret_at_start() {
+    use autopilot_core::config::Settings;
+    let server = secrets_server(&[
+        ("autopilot/ops-token", "ops-s3cret"),
+        (
+            "autopilot/shared",
+            r#"{"mailgun": "key-mg", "gather": "key-g"}"#,
+        ),
+    ])
+    .await;
+    let vars = [
+        ("OPS_TOKEN_SECRET", "autopilot/ops-token"),
+        ("MAILGUN_API_KEY_SECRET", "autopilot/shared#mailgun"),
+    ];
+    let settings = Settings::load_with_secrets(&lambda_env(&server, &vars))
+        .await
+        .unwrap();
+    assert_eq!(settings.ops_token.unwrap().expose(), "ops-s3cret");
+    assert_eq!(settings.mailgun_api_key.unwrap().expose(), "key-mg");
+    assert!(
+        settings.gather_api_key.is_none(),
+        "only what is named is read"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+
+    // A local run names none and makes no call.
+    let server = secrets_server(&[]).await;
+    let settings = Settings::load_with_secrets(&lambda_env(&server, &[("OPS_TOKEN", "plain")]))
+        .await
+        .unwrap();
+    assert_eq!(settings.ops_token.unwrap().expose(), "plain");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_secret_that_cannot_be_had_is_a_clear_start_error() {
+    use autopilot_core::config::Settings;
+    let server = secrets_server(&[("autopilot/shared", r#"{"mailgun": "key-mg"}"#)]).await;
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (
+            &[("OPS_TOKEN_SECRET", "autopilot/missing")],
+            "OPS_TOKEN_SECRET: the secret \"autopilot/missing\" cannot be read",
+        ),
+        (
+            &[("GATHER_API_KEY_SECRET", "autopilot/shared#gather")],
+            "GATHER_API_KEY_SECRET: the secret \"autopilot/shared\" has no key \"gather\"",
+        ),
+        (
+            &[("OPS_TOKEN_SECRET", "autopilot/x"), ("OPS_TOKEN", "plain")],
+            "OPS_TOKEN_SECRET: set OPS_TOKEN or OPS_TOKEN_SECRET, not both",
+        ),
+        (
+            &[("CONTACT_KEY_SECRET", "autopilot/shared#mailgun")],
+            "CONTACT_KEY is invalid",
+        ),
+        (&[("KLAVIYO_API_KEY_SECRET", "autopilot/shared")], ""),
+    ];
+    for (vars, expected) in cases {
+        let result = Settings::load_with_secrets(&lambda_env(&server, vars)).await;
+        if expected.is_empty() {
+            // A whole JSON secret is a fine string value.
+            assert!(result.is_ok());
+            continue;
+        }
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+        assert!(!error.contains("key-mg"), "no value in the error: {error}");
+    }
+
+    // No credentials (not on Lambda): said so, naming the variable.
+    let error = Settings::load_with_secrets(&|name: &str| {
+        (name == "OPS_TOKEN_SECRET").then(|| "autopilot/ops-token".to_owned())
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.starts_with(
+            "OPS_TOKEN_SECRET: names a Secrets Manager secret, but there are no AWS credentials"
+        ),
+        "{error}"
+    );
+}

@@ -286,6 +286,14 @@ async fn the_sqlite_scenario_runs_on_the_emulator() {
         .collect();
     assert_eq!(recent, ["b", "a"]);
     assert_eq!(store.recent_runs(1).await.unwrap().len(), 1);
+    // Only scheduled runs count as successful, partial ones too.
+    let mut import = summary("c", 3, "ok");
+    import.kind = "import".into();
+    store.record_run(&import).await.unwrap();
+    assert_eq!(store.last_run(true).await.unwrap().unwrap().run_id, "a");
+    store.record_run(&summary("d", 4, "partial")).await.unwrap();
+    assert_eq!(store.last_run(true).await.unwrap().unwrap().run_id, "d");
+    assert_eq!(store.last_run(false).await.unwrap().unwrap().run_id, "d");
 
     // Intake batches: a repeat is recognised.
     assert_eq!(store.intake_outcome("7:abcd").await.unwrap(), None);

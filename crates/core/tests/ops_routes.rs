@@ -8,6 +8,7 @@ use autopilot_core::api::{Api, HttpRequest, HttpResponse};
 use autopilot_core::app::{build_reconciler, Stores};
 use autopilot_core::config::Settings;
 use autopilot_core::pii::Sensitive;
+use autopilot_core::reconcile::RunSummary;
 use autopilot_core::report::ReportSettings;
 use autopilot_core::store::{Ledger, SqliteStore};
 use autopilot_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
@@ -173,4 +174,84 @@ async fn hostile_slugs_and_dates_are_4xx_with_no_side_effect() {
         runs_before,
         "no run started"
     );
+}
+
+fn head(path: &str) -> HttpRequest {
+    http::Request::builder()
+        .method("HEAD")
+        .uri(path)
+        .body(Bytes::new())
+        .unwrap()
+}
+
+/// A recorded run of `kind` that started `minutes_ago`.
+fn run(run_id: &str, kind: &str, outcome: &str, minutes_ago: i64) -> RunSummary {
+    serde_json::from_value(serde_json::json!({
+        "run_id": run_id, "kind": kind,
+        "started_at": chrono::Utc::now() - chrono::Duration::minutes(minutes_ago),
+        "duration_ms": 12, "outcome": outcome, "events": 1, "live": 2, "fetched": 0,
+        "new_paid": 0, "pending": 0, "refunded": 0, "expired": 0, "skipped": [],
+        "errors": [], "warnings": [], "upstream_requests": 3, "new_by_ticket": {}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn healthz_goes_503_when_the_schedule_stops_and_answers_head() {
+    let (api, store, _sandbox, _) = stack().await;
+    let response = api.handle(get("/healthz", None)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(body(&response)["status"], "ok");
+    let response = api.handle(head("/healthz")).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.body().is_empty());
+
+    // A fresh store: nothing has run yet.
+    let empty = Arc::new(SqliteStore::in_memory().unwrap());
+    let settings = Settings::load(&|_| None).unwrap();
+    let reconciler = Arc::new(
+        build_reconciler(
+            &settings,
+            &Stores::sqlite(empty.clone()),
+            "http://127.0.0.1:9",
+            Sensitive::new("unused".into()),
+        )
+        .unwrap(),
+    );
+    let fresh = Api::new(None).with_poller(reconciler.clone());
+    let response = fresh.handle(get("/healthz", None)).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(body(&response)["status"], "stale");
+    assert_eq!(fresh.handle(head("/healthz")).await.status(), 503);
+
+    // The schedule stopped 20 minutes ago; an import since does not count, a failed run
+    // neither; a partial run does (it ran).
+    empty
+        .record_run(&run("old", "poll", "ok", 20))
+        .await
+        .unwrap();
+    empty
+        .record_run(&run("imp", "import", "ok", 1))
+        .await
+        .unwrap();
+    empty
+        .record_run(&run("bad", "poll", "failed", 1))
+        .await
+        .unwrap();
+    let response = fresh.handle(get("/healthz", None)).await;
+    assert_eq!(response.status(), 503);
+    let answer = body(&response);
+    assert_eq!(answer["last_successful_run"]["run_id"], "old");
+    assert_eq!(answer["last_run"]["run_id"], "bad");
+    assert!(answer["reason"].as_str().unwrap().contains("stale_after"));
+    let lenient = Api::new(None)
+        .with_poller(reconciler.clone())
+        .with_stale_after(std::time::Duration::from_secs(3600));
+    assert_eq!(lenient.handle(get("/healthz", None)).await.status(), 200);
+    empty
+        .record_run(&run("part", "poll", "partial", 0))
+        .await
+        .unwrap();
+    assert_eq!(fresh.handle(get("/healthz", None)).await.status(), 200);
+    let _ = store;
 }

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
         .without_time()
         .init();
 
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_env_and_secrets().await?;
     let stores = open_stores(&settings)?;
     let deferrer = Arc::new(LambdaDeferrer::default());
     let bot = discord_bot(&settings, &stores, None, deferrer.clone())?;

@@ -34,12 +34,11 @@ pub async fn handle_event(poller: &Poller, payload: Value) -> Result<Value, lamb
         let Some(summary) = poller.reconciler.drain().await else {
             return Ok(serde_json::json!({"drained": 0}));
         };
-        println!("{summary}");
         return Ok(serde_json::to_value(&summary)?);
     }
     // Anything else is the schedule (EventBridge Scheduler sends its configured input).
+    // Its report and metrics are logged by the run observer main.rs installs.
     let summary = poller.reconciler.run().await;
-    println!("{summary}");
     if summary.outcome == RunOutcome::Failed {
         // Failing the invocation makes the failure visible in Lambda's error metrics.
         return Err(format!(
@@ -50,6 +49,18 @@ pub async fn handle_event(poller: &Poller, payload: Value) -> Result<Value, lamb
         .into());
     }
     Ok(serde_json::to_value(&summary)?)
+}
+
+/// What the poller logs after every run, whatever started it: the report (the summary line
+/// and each failure, once) and one EMF metrics line.
+pub fn log_run(summary: &autopilot_core::reconcile::RunSummary, namespace: &str) {
+    for line in summary.report_lines() {
+        println!("{line}");
+    }
+    println!(
+        "{}",
+        autopilot_core::metrics::emf_line(summary, namespace, chrono::Utc::now())
+    );
 }
 
 fn is_http_event(payload: &Value) -> bool {

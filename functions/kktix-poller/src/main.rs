@@ -6,7 +6,8 @@ use anyhow::Context;
 use autopilot_core::api::Api;
 use autopilot_core::app::{open_stores, reconciler_from_settings};
 use autopilot_core::config::Settings;
-use kktix_poller::{handle_event, Poller};
+use autopilot_core::metrics;
+use kktix_poller::{handle_event, log_run, Poller};
 use lambda_http::lambda_runtime::{self, service_fn, LambdaEvent};
 use serde_json::Value;
 
@@ -20,15 +21,32 @@ async fn main() -> Result<(), lambda_http::Error> {
         .without_time() // CloudWatch stamps every line already
         .init();
 
-    let settings = Settings::from_env().context("configuration")?;
+    let settings = Settings::from_env_and_secrets()
+        .await
+        .context("configuration")?;
     let ops_token = settings.require_ops_token()?;
     let stores = open_stores(&settings)?;
-    let reconciler = Arc::new(reconciler_from_settings(&settings, &stores)?);
+    // One EMF line per run on stdout: CloudWatch turns it into the metrics the alarms read.
+    let namespace = std::env::var("METRICS_NAMESPACE")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| metrics::DEFAULT_NAMESPACE.to_owned());
+    let reconciler = Arc::new(
+        reconciler_from_settings(&settings, &stores)?
+            .with_run_observer(Arc::new(move |summary| log_run(summary, &namespace))),
+    );
     let poller = Poller {
         api: Api::new(Some(ops_token))
             .with_report_settings(
                 settings.file.reports.clone(),
                 settings.file.discord.recently_ended_days,
+            )
+            .with_stale_after(
+                settings
+                    .file
+                    .health
+                    .stale_after()
+                    .map_err(anyhow::Error::msg)?,
             )
             .with_poller(reconciler.clone()),
         reconciler,

@@ -95,7 +95,9 @@ async fn healthz_reports_the_last_successful_run() {
     let before = handle_event(&poller, fixture("apigw-v2-healthz.json"))
         .await
         .unwrap();
-    assert_eq!(before["statusCode"], 200);
+    // No run yet: an uptime monitor sees 503 until the first scheduled run succeeds.
+    assert_eq!(before["statusCode"], 503);
+    assert_eq!(body(&before)["status"], "stale");
     assert!(body(&before)["last_successful_run"].is_null());
 
     handle_event(&poller, fixture("scheduler-event.json"))

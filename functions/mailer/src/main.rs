@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
         .with_ansi(false)
         .without_time()
         .init();
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_env_and_secrets().await?;
     let ops_token = settings.require_ops_token()?;
     let mailer = mailer(&settings)?;
     let api = Api::new(Some(ops_token)).with_mailer(Arc::new(mailer));

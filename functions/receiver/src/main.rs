@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
         .with_ansi(false)
         .without_time()
         .init();
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_env_and_secrets().await?;
     let queue = intake_queue_for_receiver(&settings)?;
     let trigger = drain_trigger(&settings, Arc::new(LocalTrigger::default()))?;
     let api = Api::new(None).with_receiver(Arc::new(receiver(&settings, queue, trigger)));

@@ -47,6 +47,9 @@ pub const MAX_WEBHOOK_BYTES: usize = 512 * 1024;
 /// Admissions, revocations or invitations per request, as the poller batches them.
 pub const MAX_BATCH: usize = 1000;
 
+/// `[health] stale_after` unless configured: three missed five-minute runs.
+pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
@@ -162,6 +165,8 @@ pub struct Api {
     receiver: Option<Arc<Receiver>>,
     reports: ReportSettings,
     recently_ended_days: i64,
+    /// `/healthz` answers 503 once the last successful scheduled run is older than this.
+    stale_after: std::time::Duration,
 }
 
 impl Api {
@@ -169,8 +174,15 @@ impl Api {
         Self {
             ops_token,
             recently_ended_days: 30,
+            stale_after: DEFAULT_STALE_AFTER,
             ..Self::default()
         }
+    }
+
+    /// `[health] stale_after`, for `/healthz`.
+    pub fn with_stale_after(mut self, stale_after: std::time::Duration) -> Self {
+        self.stale_after = stale_after;
+        self
     }
 
     /// Quotas and how long ended events stay listed, for the `GET /events…` routes.
@@ -224,9 +236,14 @@ impl Api {
             .filter(|route| self.serves(route))
             .filter_map(|route| match_path(route.path, path).map(|slug| (route, slug)))
             .collect();
-        let Some((route, slug)) = candidates
-            .iter()
-            .find(|(route, _)| route.method == request.method().as_str())
+        // HEAD is GET without the body (uptime monitors use it).
+        let head = request.method() == Method::HEAD;
+        let method = if head {
+            "GET"
+        } else {
+            request.method().as_str()
+        };
+        let Some((route, slug)) = candidates.iter().find(|(route, _)| route.method == method)
         else {
             if candidates.is_empty() {
                 return error_response(StatusCode::NOT_FOUND, &format!("no route {path}"));
@@ -289,7 +306,13 @@ impl Api {
             ("/revoke/confirm", Some(reconciler), _, _) => {
                 poller::confirm_revoke(reconciler, body).await
             }
-            ("/healthz", Some(reconciler), _, _) => poller::healthz(reconciler).await,
+            ("/healthz", Some(reconciler), _, _) => {
+                let mut response = poller::healthz(reconciler, self.stale_after).await;
+                if head {
+                    *response.body_mut() = Bytes::new();
+                }
+                response
+            }
             ("/authorize", _, Some(authorizer), _) => {
                 access::authorize(authorizer.as_ref(), body).await
             }

@@ -77,7 +77,13 @@ async fn resend(reconciler: &Reconciler, reference: &str) -> HttpResponse {
     }
 }
 
-pub(super) async fn healthz(reconciler: &Reconciler) -> HttpResponse {
+/// 200 while the last successful scheduled run is younger than `stale_after`, else 503: an
+/// uptime monitor notices a stopped schedule, a broken deploy or a crash at start-up, which
+/// no run can report itself. Counts and times only.
+pub(super) async fn healthz(
+    reconciler: &Reconciler,
+    stale_after: std::time::Duration,
+) -> HttpResponse {
     let ledger = reconciler.ledger();
     let (last_ok, last) = match (ledger.last_run(true).await, ledger.last_run(false).await) {
         (Ok(last_ok), Ok(last)) => (last_ok, last),
@@ -87,21 +93,45 @@ pub(super) async fn healthz(reconciler: &Reconciler) -> HttpResponse {
         }
     };
     let now = Utc::now();
-    json(
-        StatusCode::OK,
-        &json!({
-            "status": "ok",
-            "last_successful_run": last_ok.map(|run| json!({
-                "run_id": run.run_id,
-                "started_at": run.started_at,
-                "age_seconds": (now - run.started_at).num_seconds(),
-                "duration_ms": run.duration_ms,
-            })),
-            "last_run": last.map(|run| json!({
-                "run_id": run.run_id,
-                "started_at": run.started_at,
-                "outcome": run.outcome,
-            })),
-        }),
-    )
+    let stale_seconds = i64::try_from(stale_after.as_secs()).unwrap_or(i64::MAX);
+    let age = last_ok
+        .as_ref()
+        .map(|run| (now - run.started_at).num_seconds());
+    let (status, verdict, reason) = match age {
+        Some(age) if age <= stale_seconds => (StatusCode::OK, "ok", None),
+        Some(age) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stale",
+            Some(format!(
+                "the last successful run started {age} s ago, longer than stale_after ({stale_seconds} s)"
+            )),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stale",
+            Some("no scheduled run has succeeded yet".to_owned()),
+        ),
+    };
+    let mut body = json!({
+        "status": verdict,
+        "stale_after_seconds": stale_seconds,
+        "last_successful_run": last_ok.map(|run| json!({
+            "run_id": run.run_id,
+            "started_at": run.started_at,
+            "age_seconds": (now - run.started_at).num_seconds(),
+            "duration_ms": run.duration_ms,
+            "outcome": run.outcome,
+        })),
+        "last_run": last.map(|run| json!({
+            "run_id": run.run_id,
+            "kind": run.kind,
+            "started_at": run.started_at,
+            "outcome": run.outcome,
+            "failing": run.failing,
+        })),
+    });
+    if let Some(reason) = reason {
+        body["reason"] = json!(reason);
+    }
+    json(status, &body)
 }

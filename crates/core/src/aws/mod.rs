@@ -3,6 +3,7 @@
 //! (Secrets Manager). Endpoints follow the SDKs' `AWS_ENDPOINT_URL_<SERVICE>` overrides, so
 //! tests point them at fakes.
 
+pub mod secrets;
 pub mod sigv4;
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! (counts per ticket type and totals, never personal data); an alert when a run fails or an
 //! upstream keeps failing, and a note when it recovers. At most one message per run.
 
+pub mod alarm;
 mod discord_webhook;
 
 use async_trait::async_trait;

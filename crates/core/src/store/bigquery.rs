@@ -1771,7 +1771,7 @@ impl Ledger for BigQueryStore {
 
     async fn last_run(&self, successful_only: bool) -> Result<Option<RunSummary>, StoreError> {
         let filter = if successful_only {
-            "outcome = 'ok'"
+            "outcome != 'failed' AND COALESCE(JSON_VALUE(summary, '$.kind'), 'poll') = 'poll'"
         } else {
             "TRUE"
         };

@@ -110,8 +110,14 @@ impl SqliteStore {
             path: path.display().to_string(),
             reason,
         };
+        // A missing directory is a typo more often than a wish: say so, create nothing.
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| open_error(e.to_string()))?;
+            if !parent.is_dir() {
+                return Err(open_error(format!(
+                    "the directory {} does not exist (create it, or point STORE=sqlite:PATH elsewhere)",
+                    parent.display()
+                )));
+            }
         }
         let connection = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
         Self::with_connection(connection).map_err(|e| open_error(e.to_string()))
@@ -993,7 +999,9 @@ impl Ledger for SqliteStore {
     async fn last_run(&self, successful_only: bool) -> Result<Option<RunSummary>, StoreError> {
         self.with(move |connection| {
             let sql = if successful_only {
-                "SELECT summary FROM poll_runs WHERE outcome = 'ok' ORDER BY started_at DESC LIMIT 1"
+                "SELECT summary FROM poll_runs
+                 WHERE outcome != 'failed' AND COALESCE(json_extract(summary, '$.kind'), 'poll') = 'poll'
+                 ORDER BY started_at DESC LIMIT 1"
             } else {
                 "SELECT summary FROM poll_runs ORDER BY started_at DESC LIMIT 1"
             };
@@ -1058,6 +1066,12 @@ mod tests {
     async fn migrations_are_idempotent_on_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/autopilot.db");
+        let refused = SqliteStore::open(&path)
+            .err()
+            .expect("a missing directory is refused");
+        assert!(refused.to_string().contains("does not exist"), "{refused}");
+        assert!(!dir.path().join("nested").exists(), "and is not created");
+        std::fs::create_dir(dir.path().join("nested")).unwrap();
         let store = SqliteStore::open(&path).unwrap();
         store.append(&[entry(1, Step::Loaded)]).await.unwrap();
         drop(store);
