@@ -91,14 +91,24 @@ impl OpsClient {
                         })
                 })
                 .collect(),
-            Err(error) if error.is_ambiguous() || matches!(error, UpstreamError::Server { .. }) => {
+            // The call may have been carried out: a timeout, a 5xx, or a 2xx whose body did
+            // not read.
+            Err(error)
+                if error.is_ambiguous()
+                    || matches!(
+                        error,
+                        UpstreamError::Server { .. } | UpstreamError::Malformed { .. }
+                    ) =>
+            {
                 keys.iter()
                     .map(|key| R::uncertain(*key, error.to_string()))
                     .collect()
             }
+            // Our own function refused the whole call (a rotated OPS_TOKEN, a wrong URL): the
+            // deployment's fault, never the attendee's, so no attendee backs off for it.
             Err(error) => keys
                 .iter()
-                .map(|key| R::failed(*key, error.to_string(), error.is_transient()))
+                .map(|key| R::failed(*key, error.to_string(), true))
                 .collect(),
         }
     }

@@ -132,10 +132,12 @@ async fn a_failed_call_fails_every_attendee_with_its_reason() {
         }
     )));
 
+    // A refused OPS_TOKEN is the deployment's fault: no attendee backs off for it, the next
+    // run tries again (after the operator fixes the token).
     let results = access.authorize(vec![request(3)]).await;
     assert!(matches!(
         &results[0].outcome,
-        GrantOutcome::Failed { transient: false, reason } if reason.contains("credentials")
+        GrantOutcome::Failed { transient: true, reason } if reason.contains("credentials")
     ));
     assert!(
         access.authorize(Vec::new()).await.is_empty(),
