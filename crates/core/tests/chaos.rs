@@ -409,6 +409,9 @@ struct SeedReport {
     mailgun_faults: BTreeMap<&'static str, u64>,
     discord_faults: BTreeMap<&'static str, u64>,
     upstream_requests: BTreeMap<&'static str, u64>,
+    /// Runs in which one event's book was cut to 3 ids, and the absentees the guard held.
+    glitches: usize,
+    held: u64,
     paid: usize,
     refunded_after_grant: usize,
     mails: usize,
@@ -486,6 +489,19 @@ fn check_ledger(seed: u64, lines: &[Line], truth: &HashMap<(u64, u64), AttendeeT
             );
         }
         history.push(step);
+    }
+    // No wrongful revoke: a buyer who paid and kept the ticket was never cancelled or
+    // revoked, whatever KKTIX's book said in between (the glitches below).
+    for (key, history) in &seen {
+        let buyer = &truth[key];
+        if buyer.paid && !buyer.refunded {
+            assert!(
+                !history
+                    .iter()
+                    .any(|s| matches!(*s, "cancelled" | "revoked")),
+                "seed {seed}: {key:?} paid and kept the ticket, but was revoked: {history:?}"
+            );
+        }
     }
 }
 
@@ -677,7 +693,36 @@ async fn storm(seed: u64, runs: usize, p: f64) -> SeedReport {
         for _ in 0..step_rng.random_range(0..=2) {
             sandbox.step();
         }
+        // Now and then a KKTIX glitch: one event's book answers only 3 of its ids for one
+        // run, as in the issue that locked 42 of 45 paying attendees out. Only where that is
+        // more than the revoke guard's thresholds: fewer vanishing revoke at once, by design.
+        let mut glitched = None;
+        if step_rng.random_bool(0.05) {
+            for event in sandbox
+                .events()
+                .into_iter()
+                .filter(|e| !e.ended && e.name.to_lowercase().contains("registration"))
+            {
+                let admitted = store
+                    .admissions(event.id)
+                    .await
+                    .unwrap()
+                    .values()
+                    .filter(|a| a.loaded && !a.cancelled)
+                    .count();
+                if admitted >= 30 {
+                    sandbox.truncate_book(event.id, Some(3));
+                    glitched = Some(event.id);
+                    report.glitches += 1;
+                    break;
+                }
+            }
+        }
         let summary = reconciler.run().await;
+        if let Some(event_id) = glitched {
+            sandbox.truncate_book(event_id, None);
+            report.held += summary.held;
+        }
         let len = store.ledger_len().await.unwrap();
         assert!(len >= ledger_len, "seed {seed}: the ledger shrank");
         ledger_len = len;
@@ -910,13 +955,14 @@ async fn the_loop_survives_a_storm_of_upstream_faults() {
 
     let mut totals: [BTreeMap<&'static str, u64>; 5] = Default::default();
     let (mut paid, mut mails, mut extra, mut revoked, mut entries) = (0, 0, 0, 0, 0);
+    let (mut glitches, mut held) = (0, 0);
     for r in &reports {
         println!(
-            "chaos seed {}: {} runs + {} settling ({:?}) in {:.1}s; kktix faults {:?} of {} requests; gather {:?}; mailgun {:?}; discord {:?}; requests {:?}; {} paid, {} mails, {} extra, {} revoked after grant, {} ledger entries; privacy: {} needles × {} haystacks",
+            "chaos seed {}: {} runs + {} settling ({:?}) in {:.1}s; kktix faults {:?} of {} requests; gather {:?}; mailgun {:?}; discord {:?}; requests {:?}; {} paid, {} mails, {} extra, {} revoked after grant, 0 wrongful revokes ({} book glitches, {} held), {} ledger entries; privacy: {} needles × {} haystacks",
             r.seed, r.runs, r.settle_runs, r.outcomes, r.elapsed.as_secs_f64(), r.kktix_faults,
             r.kktix_requests, r.gather_faults, r.mailgun_faults, r.discord_faults,
             r.upstream_requests, r.paid, r.mails, r.extra_mails, r.refunded_after_grant,
-            r.ledger_entries, r.privacy_needles, r.privacy_haystacks
+            r.glitches, r.held, r.ledger_entries, r.privacy_needles, r.privacy_haystacks
         );
         add(&mut totals[0], &r.kktix_faults);
         add(&mut totals[1], &r.gather_faults);
@@ -928,9 +974,11 @@ async fn the_loop_survives_a_storm_of_upstream_faults() {
         extra += r.extra_mails;
         revoked += r.refunded_after_grant;
         entries += r.ledger_entries;
+        glitches += r.glitches;
+        held += r.held;
     }
     println!(
-        "chaos total: {} seeds × {runs} runs (p={p}) in {:.1}s; outcomes {:?}; faults kktix {:?}, gather {:?}, mailgun {:?}, discord {:?}; {paid} paid admitted, {mails} mails, {extra} extra, {revoked} revoked, {entries} ledger entries, {} log lines scanned",
+        "chaos total: {} seeds × {runs} runs (p={p}) in {:.1}s; outcomes {:?}; faults kktix {:?}, gather {:?}, mailgun {:?}, discord {:?}; {paid} paid admitted, {mails} mails, {extra} extra, {revoked} revoked, 0 wrongful revokes ({glitches} book glitches, {held} held), {entries} ledger entries, {} log lines scanned",
         reports.len(),
         started.elapsed().as_secs_f64(),
         totals[4], totals[0], totals[1], totals[2], totals[3],
