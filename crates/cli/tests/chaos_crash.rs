@@ -487,12 +487,22 @@ async fn sigkill_at_random_points_loses_nothing_and_never_mails_twice() {
     // leaves an open intent; the next process settles it from Mailgun's events.
     let extra: usize = mails.values().map(|p| p.len().saturating_sub(1)).sum();
     assert_eq!(extra, 0, "{extra} extra mails");
-    // How often a kill landed in that window: recipients queued by a killed process.
+    // How often a kill landed in that window: recipients queued by a killed process, and
+    // those whose mail a later process settled as accepted from Mailgun's events (each one a
+    // duplicate before intents).
     let exposed: usize = log
         .iter()
         .filter(|r| killed.contains(&r.tag))
         .map(|r| r.to.len())
         .sum();
+    let settled: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM admission_log WHERE step = 'mailed' AND detail LIKE 'settled: accepted%'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
 
     // No panic, no clear personal data in any output, file, row, message or summary.
     let mut haystacks: Vec<(String, String)> = Vec::new();
@@ -549,7 +559,7 @@ async fn sigkill_at_random_points_loses_nothing_and_never_mails_twice() {
         .sum();
 
     println!(
-        "chaos crash seed {seed}: {} kills landed, {finished_on_its_own} runs finished before their kill, {} processes in all, kill delay 0–{max_delay} ms (clean run {clean_ms} ms), {} ledger entries, {paid} paid admitted, {} mails, {extra} extra ({exposed} recipients queued by a process that was then killed, {} Events API pages read), kktix faults {:?} of {} requests, gather {:?}, mailgun {:?}, discord {:?}, privacy: {} needles × {} haystacks ({} KiB of debug logs), {:.1}s",
+        "chaos crash seed {seed}: {} kills landed, {finished_on_its_own} runs finished before their kill, {} processes in all, kill delay 0–{max_delay} ms (clean run {clean_ms} ms), {} ledger entries, {paid} paid admitted, {} mails, {extra} extra ({exposed} recipients queued by a process that was then killed; {settled} settled as accepted from {} Events API pages, not resent), kktix faults {:?} of {} requests, gather {:?}, mailgun {:?}, discord {:?}, privacy: {} needles × {} haystacks ({} KiB of debug logs), {:.1}s",
         killed.len(),
         process,
         ledger_len,

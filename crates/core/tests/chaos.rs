@@ -323,6 +323,9 @@ struct MailgunFake {
     /// Faults of the Events API, drawn apart from the sends'.
     events_chaos: Chaos,
     inner: Arc<autopilot_test_support::mailgun::MailgunFake>,
+    /// Sends Mailgun queued although it answered 500, or answered after the client gave up.
+    queued_but_failed: AtomicU64,
+    queued_but_timed_out: AtomicU64,
 }
 
 impl Answer for MailgunFake {
@@ -338,6 +341,7 @@ impl Answer for MailgunFake {
             None => SendFault::None,
             // Half of the 5xx come after Mailgun queued the batch (its users report both).
             Some((WireFault::Server, extra)) if extra.is_multiple_of(2) => {
+                self.queued_but_failed.fetch_add(1, Ordering::Relaxed);
                 SendFault::QueuedButFailed
             }
             Some((WireFault::Server, _)) => SendFault::Unavailable,
@@ -346,6 +350,9 @@ impl Answer for MailgunFake {
             }
             Some((WireFault::Malformed | WireFault::Truncated, _)) => SendFault::QueuedMalformed,
             Some((kind @ (WireFault::Timeout | WireFault::Slow), extra)) => {
+                if kind == WireFault::Timeout {
+                    self.queued_but_timed_out.fetch_add(1, Ordering::Relaxed);
+                }
                 SendFault::QueuedButSlow(delay_of(Some((kind, extra))))
             }
         };
@@ -407,6 +414,9 @@ struct SeedReport {
     kktix_faults: BTreeMap<&'static str, u64>,
     gather_faults: BTreeMap<&'static str, u64>,
     mailgun_faults: BTreeMap<&'static str, u64>,
+    mailgun_events_faults: BTreeMap<&'static str, u64>,
+    /// Events API pages the fake answered (faults aside): how often sends were settled.
+    mailgun_events_pages: u64,
     discord_faults: BTreeMap<&'static str, u64>,
     upstream_requests: BTreeMap<&'static str, u64>,
     /// Runs in which one event's book was cut to 3 ids, and the absentees the guard held.
@@ -579,6 +589,8 @@ async fn storm(seed: u64, runs: usize, p: f64) -> SeedReport {
             &[Server, RateLimited, Timeout, Slow, Malformed],
         ),
         inner: autopilot_test_support::mailgun::MailgunFake::new(DOMAIN),
+        queued_but_failed: AtomicU64::new(0),
+        queued_but_timed_out: AtomicU64::new(0),
     });
     let discord = Arc::new(DiscordFake {
         chaos: Chaos::new(
@@ -904,6 +916,16 @@ async fn storm(seed: u64, runs: usize, p: f64) -> SeedReport {
         .collect();
     report.gather_faults = gather.chaos.injected();
     report.mailgun_faults = mailgun.chaos.injected();
+    report.mailgun_faults.insert(
+        "500 after queuing",
+        mailgun.queued_but_failed.load(Ordering::Relaxed),
+    );
+    report.mailgun_faults.insert(
+        "timeout after queuing",
+        mailgun.queued_but_timed_out.load(Ordering::Relaxed),
+    );
+    report.mailgun_events_faults = mailgun.events_chaos.injected();
+    report.mailgun_events_pages = mailgun.inner.events_requests();
     report.discord_faults = discord.chaos.injected();
     report.upstream_requests = BTreeMap::from([
         ("kktix_answered", stats.total()),
@@ -958,10 +980,10 @@ async fn the_loop_survives_a_storm_of_upstream_faults() {
     let (mut glitches, mut held) = (0, 0);
     for r in &reports {
         println!(
-            "chaos seed {}: {} runs + {} settling ({:?}) in {:.1}s; kktix faults {:?} of {} requests; gather {:?}; mailgun {:?}; discord {:?}; requests {:?}; {} paid, {} mails, {} extra, {} revoked after grant, 0 wrongful revokes ({} book glitches, {} held), {} ledger entries; privacy: {} needles × {} haystacks",
+            "chaos seed {}: {} runs + {} settling ({:?}) in {:.1}s; kktix faults {:?} of {} requests; gather {:?}; mailgun {:?}; mailgun events API {:?} ({} pages answered); discord {:?}; requests {:?}; {} paid, {} mails, {} extra, {} revoked after grant, 0 wrongful revokes ({} book glitches, {} held), {} ledger entries; privacy: {} needles × {} haystacks",
             r.seed, r.runs, r.settle_runs, r.outcomes, r.elapsed.as_secs_f64(), r.kktix_faults,
-            r.kktix_requests, r.gather_faults, r.mailgun_faults, r.discord_faults,
-            r.upstream_requests, r.paid, r.mails, r.extra_mails, r.refunded_after_grant,
+            r.kktix_requests, r.gather_faults, r.mailgun_faults, r.mailgun_events_faults,
+            r.mailgun_events_pages, r.discord_faults, r.upstream_requests, r.paid, r.mails, r.extra_mails, r.refunded_after_grant,
             r.glitches, r.held, r.ledger_entries, r.privacy_needles, r.privacy_haystacks
         );
         add(&mut totals[0], &r.kktix_faults);
