@@ -1066,9 +1066,9 @@ mod tests {
     async fn migrations_are_idempotent_on_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/autopilot.db");
-        let refused = SqliteStore::open(&path)
-            .err()
-            .expect("a missing directory is refused");
+        let Err(refused) = SqliteStore::open(&path) else {
+            panic!("a missing directory is refused");
+        };
         assert!(refused.to_string().contains("does not exist"), "{refused}");
         assert!(!dir.path().join("nested").exists(), "and is not created");
         std::fs::create_dir(dir.path().join("nested")).unwrap();
