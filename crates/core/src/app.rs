@@ -84,7 +84,12 @@ pub fn open_stores(settings: &Settings) -> Result<Stores, BuildError> {
     let mut stores = match &settings.store {
         StoreSpec::Sqlite(path) => Stores::sqlite(Arc::new(SqliteStore::open(path)?)),
         StoreSpec::BigQuery(project) => {
-            let store = Arc::new(BigQueryStore::from_settings(project, settings)?);
+            let store = Arc::new(BigQueryStore::from_credentials(
+                project,
+                settings.google_application_credentials.as_ref(),
+                settings.bigquery_api_base.clone(),
+                settings.file.bigquery.clone(),
+            )?);
             Stores {
                 warehouse: store.clone(),
                 ledger: store.clone(),

@@ -17,8 +17,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::model::AttendeeKey;
 use crate::pii::{EmailAddress, Sensitive};
-use crate::store::AttendeeKey;
 
 const VERSION: &str = "v1";
 const NONCE_BYTES: usize = 24;

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::reconcile::{RunOutcome, RunSummary};
+use crate::model::{RunOutcome, RunSummary};
 
 /// `METRICS_NAMESPACE` unless set.
 pub const DEFAULT_NAMESPACE: &str = "KktixAutopilot";

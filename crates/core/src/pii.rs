@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// A value that must never be shown: `Debug` and `Display` print `[redacted]`.
 #[derive(Clone, PartialEq, Eq, Hash, Default, Deserialize)]
@@ -180,4 +181,12 @@ mod tests {
         );
         assert!(sha256_hex("").starts_with("e3b0c442") && sha256_hex("").ends_with("b855"));
     }
+}
+
+/// Constant time in the secret's contents and length: both sides are hashed first, so the
+/// comparison always covers 32 bytes.
+pub fn secrets_match(presented: &str, expected: &str) -> bool {
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    presented.ct_eq(&expected).into()
 }

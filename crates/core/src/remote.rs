@@ -5,8 +5,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::model::AttendeeKey;
 use crate::pii::Sensitive;
-use crate::store::AttendeeKey;
 use crate::upstream::{build_client, HttpOptions, Upstream, UpstreamError};
 
 /// The answer of `POST /authorize`, `/revoke` and `/mail`: one result per attendee, in order.

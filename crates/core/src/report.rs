@@ -47,7 +47,7 @@ use plotters::prelude::*;
 use plotters::style::register_font;
 use serde::{Deserialize, Serialize};
 
-use crate::store::SaleRecord;
+use crate::model::SaleRecord;
 
 /// The time zone whose calendar days reports count in.
 pub const REPORT_TZ: chrono_tz::Tz = chrono_tz::Asia::Taipei;

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::model::{EventRecord, SaleRecord};
 use crate::selection::CategoryRules;
-use crate::store::{EventRecord, SaleRecord, StoreError, Warehouse};
+use crate::store::{StoreError, Warehouse};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,5 +1,6 @@
 //! Which KKTIX events the loop looks at, and which warehouse table each one's rows go to.
 
+pub use crate::model::is_identifier;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -198,7 +199,7 @@ pub struct CategoryRules {
     pub categories: Vec<CategoryRule>,
     pub default_table: String,
     /// The team's pipeline table, written beside the category tables when enabled.
-    pub pipeline_table: crate::store::PipelineTable,
+    pub pipeline_table: crate::model::PipelineTable,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -217,7 +218,7 @@ impl Default for CategoryRules {
         Self {
             categories: vec![rule("corporate"), rule("individual"), rule("reserved")],
             default_table: "ods_kktix_ticket_uncategorized_attendees".into(),
-            pipeline_table: crate::store::PipelineTable::default(),
+            pipeline_table: crate::model::PipelineTable::default(),
         }
     }
 }
@@ -280,13 +281,6 @@ impl CategoryRules {
                 }
             })
     }
-}
-
-pub fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 1024
 }
 
 #[cfg(test)]

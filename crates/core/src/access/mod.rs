@@ -20,16 +20,10 @@ pub use gather::{GatherGuestList, GATHER_DEFAULT_API_BASE};
 pub use guestlist_file::FileGuestList;
 pub use remote::RemoteAccess;
 
+use crate::model::AttendeeKey;
+pub use crate::model::Link;
 use crate::pii::{EmailAddress, Sensitive};
-use crate::store::AttendeeKey;
 use crate::upstream::UpstreamError;
-
-/// A link placed in the invitation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Link {
-    pub label: String,
-    pub url: String,
-}
 
 /// One guest-list entry as this system writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

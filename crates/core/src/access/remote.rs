@@ -7,9 +7,9 @@ use super::{
     AccessRequest, AccessService, GrantOutcome, GrantResult, RevokeOutcome, RevokeRequest,
     RevokeResult,
 };
+use crate::model::AttendeeKey;
 use crate::pii::{serialize_exposed, Sensitive};
 use crate::remote::{KeyedResult, OpsClient};
-use crate::store::AttendeeKey;
 use crate::upstream::{join_url, HttpOptions, UpstreamError};
 
 const UPSTREAM: &str = "authorizer";

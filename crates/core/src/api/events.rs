@@ -127,7 +127,7 @@ pub(super) async fn report(
 async fn find(
     reconciler: &Reconciler,
     slug: &str,
-) -> Result<(crate::store::EventRecord, Vec<crate::store::SaleRecord>), Box<HttpResponse>> {
+) -> Result<(crate::model::EventRecord, Vec<crate::model::SaleRecord>), Box<HttpResponse>> {
     if !valid_slug(slug) {
         return Err(Box::new(error_response(
             StatusCode::BAD_REQUEST,

@@ -9,7 +9,8 @@ use http::{header, StatusCode};
 
 use super::{error_response, json, HttpRequest, HttpResponse};
 use crate::intake::Receiver;
-use crate::reconcile::{ImportRequest, Reconciler, RunOutcome};
+use crate::model::RunOutcome;
+use crate::reconcile::{ImportRequest, Reconciler};
 
 /// An unknown token answers exactly like an unknown route, and does nothing.
 pub(super) async fn webhook(receiver: &Receiver, token: &str, body: &[u8]) -> HttpResponse {

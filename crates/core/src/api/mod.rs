@@ -15,9 +15,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::access::AccessService;
 use crate::discord::bot::DiscordBot;
@@ -27,25 +24,12 @@ use crate::pii::Sensitive;
 use crate::reconcile::Reconciler;
 use crate::report::ReportSettings;
 
-pub type HttpRequest = http::Request<Bytes>;
-pub type HttpResponse = http::Response<Bytes>;
-
-/// Larger request bodies are refused with 413 before any parsing: room for a batch of
-/// [`MAX_BATCH`] admissions or invitations.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// `POST /import` carries two CSV exports: up to what a Lambda invocation may carry (6 MB,
-/// base64 included); larger exports go through `autopilot import` in process.
-pub const MAX_IMPORT_BYTES: usize = 4 * 1024 * 1024;
-
-/// The largest body any route accepts; the local server reads no more than this.
-pub const MAX_ANY_BODY_BYTES: usize = MAX_IMPORT_BYTES;
-
-/// A KKTIX webhook batch, sealed and base64-encoded, must fit one queue message (1 MiB).
-pub const MAX_WEBHOOK_BYTES: usize = 512 * 1024;
-
-/// Admissions, revocations or invitations per request, as the poller batches them.
-pub const MAX_BATCH: usize = 1000;
+pub(crate) use crate::http::json;
+pub use crate::http::{
+    error_response, HttpRequest, HttpResponse, MAX_ANY_BODY_BYTES, MAX_BATCH, MAX_BODY_BYTES,
+    MAX_IMPORT_BYTES, MAX_WEBHOOK_BYTES,
+};
+pub use crate::pii::secrets_match;
 
 /// `[health] stale_after` unless configured: three missed five-minute runs.
 pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -382,14 +366,6 @@ fn match_path(pattern: &str, path: &str) -> Option<Option<String>> {
     }
 }
 
-/// Constant time in the secret's contents and length: both sides are hashed first, so the
-/// comparison always covers 32 bytes.
-pub fn secrets_match(presented: &str, expected: &str) -> bool {
-    let presented = Sha256::digest(presented.as_bytes());
-    let expected = Sha256::digest(expected.as_bytes());
-    presented.ct_eq(&expected).into()
-}
-
 /// A JSON request body, or a 400 naming where it is wrong — never quoting a value, which may
 /// be personal.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BadRequest> {
@@ -468,30 +444,6 @@ impl BadRequest {
     pub(crate) fn response(&self) -> HttpResponse {
         error_response(StatusCode::BAD_REQUEST, &self.0)
     }
-}
-
-pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => http::Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Bytes::from(bytes))
-            .unwrap_or_else(|_| plain_500()),
-        Err(e) => {
-            tracing::error!(error = %e, "could not encode a response");
-            plain_500()
-        }
-    }
-}
-
-pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
-    json(status, &serde_json::json!({ "error": message }))
-}
-
-fn plain_500() -> HttpResponse {
-    let mut response = http::Response::new(Bytes::from_static(br#"{"error":"internal error"}"#));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response
 }
 
 /// A method the router knows, for adapters that build requests.

@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::{error_response, json, parse_json, HttpResponse};
 use crate::discord::operations::PollRequest;
-use crate::reconcile::{Reconciler, RunOutcome};
+use crate::model::RunOutcome;
+use crate::reconcile::Reconciler;
 
 /// An empty body (or `{}`) runs one reconcile; `{"resend": "REFERENCE"}` resends one
 /// invitation instead — both are the poller's, the ledger's only writer.

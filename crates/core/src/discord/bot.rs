@@ -22,11 +22,12 @@ use super::model::{
 use super::operations::Operations;
 use super::rest::{Attachment, DiscordApi};
 use super::verify::verify_http;
-use crate::api::{error_response, json, HttpRequest, HttpResponse};
+use crate::http::{error_response, json, HttpRequest, HttpResponse};
+use crate::model::EventRecord;
 use crate::report::{daily_report, event_status, DateRange, ReportSettings};
 use crate::sales::{event_sales, events_overview, EventState};
 use crate::selection::CategoryRules;
-use crate::store::{EventRecord, Warehouse};
+use crate::store::Warehouse;
 
 /// `[discord]` in the TOML file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -442,7 +443,7 @@ async fn import(
     attendees: ResolvedAttachment,
     orders: Option<ResolvedAttachment>,
 ) -> Reply {
-    let limit = crate::api::MAX_IMPORT_BYTES;
+    let limit = crate::http::MAX_IMPORT_BYTES;
     for file in std::iter::once(&attendees).chain(orders.as_ref()) {
         if file.size as usize > limit {
             return Reply::text(format!(
@@ -530,7 +531,7 @@ async fn find_sales(
     warehouse: &dyn Warehouse,
     categories: &CategoryRules,
     slug: &str,
-) -> Result<(EventRecord, Vec<crate::store::SaleRecord>), Reply> {
+) -> Result<(EventRecord, Vec<crate::model::SaleRecord>), Reply> {
     match event_sales(warehouse, categories, slug).await {
         Ok(Some(found)) => Ok(found),
         Ok(None) => {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::model::RunSummary;
 use crate::pii::Sensitive;
-use crate::reconcile::{ImportRequest, Reconciler, ResendReport, RunSummary};
+use crate::reconcile::{ImportRequest, Reconciler, ResendReport};
 use crate::upstream::{build_client, join_url, HttpOptions, UpstreamError};
 
 #[async_trait]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::{IntakeBatch, IntakeRecord};
 use crate::kktix::Attendee;
-use crate::reconcile::SkippedRecord;
+use crate::model::SkippedRecord;
 
 /// Header names of one field: the first one a file has is used. KKTIX names its columns in
 /// the exporting user's language, so both zh-TW and English names are built in.

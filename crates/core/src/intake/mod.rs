@@ -8,7 +8,7 @@ pub mod receiver;
 pub mod webhook;
 
 use crate::kktix::Attendee;
-use crate::reconcile::SkippedRecord;
+use crate::model::SkippedRecord;
 
 pub use self::csv::{check_exports, parse_exports, CsvMapping, CsvRow, ImportError};
 pub use queue::{Envelope, IntakeQueue, QueueError, QueuedMessage};

@@ -77,7 +77,7 @@ impl Receiver {
     /// Whether `presented` is the webhook's token (constant time); false when none is set.
     pub fn token_matches(&self, presented: &str) -> bool {
         match &self.webhook_token {
-            Some(expected) => crate::api::secrets_match(presented, expected.expose()),
+            Some(expected) => crate::pii::secrets_match(presented, expected.expose()),
             None => false,
         }
     }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::csv::Aliases;
 use crate::deidentify::PrivacyRules;
 use crate::kktix::Attendee;
-use crate::reconcile::SkippedRecord;
+use crate::model::SkippedRecord;
 
 /// `[intake.webhook]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

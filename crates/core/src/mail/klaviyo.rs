@@ -14,7 +14,7 @@ use serde::Serialize;
 use url::Url;
 
 use super::{Invitation, MailOutcome, MailProvider, MailResult, MailTemplate};
-use crate::access::Link;
+use crate::model::Link;
 use crate::pii::Sensitive;
 use crate::upstream::{build_client, join_url, HttpOptions, Upstream, UpstreamError};
 

@@ -29,8 +29,8 @@ use super::{
     Invitation, MailOutcome, MailProvider, MailResult, MailTemplate, SettleQuery, SettleResult,
     Settlement,
 };
+use crate::model::AttendeeKey;
 use crate::pii::Sensitive;
-use crate::store::AttendeeKey;
 use crate::upstream::{build_client, join_url, HttpOptions, RetryPolicy, Upstream, UpstreamError};
 
 pub const MAILGUN_DEFAULT_API_BASE: &str = "https://api.mailgun.net";

@@ -21,9 +21,9 @@ pub use outbox::OutboxProvider;
 pub use remote::RemoteMailer;
 pub use template::{MailTemplate, RenderedMail, TemplateError};
 
-use crate::access::Link;
+use crate::model::AttendeeKey;
+use crate::model::Link;
 use crate::pii::{EmailAddress, Sensitive};
-use crate::store::AttendeeKey;
 
 /// One invitation to send. Holds the buyer's address and name in clear, redacted in `Debug`.
 #[derive(Debug, Clone)]

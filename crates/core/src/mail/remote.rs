@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use super::{
     Invitation, MailOutcome, MailResult, MailService, SettleQuery, SettleResult, Settlement,
 };
-use crate::access::Link;
+use crate::model::AttendeeKey;
+use crate::model::Link;
 use crate::pii::{serialize_exposed, Sensitive};
 use crate::remote::{KeyedResult, OpsClient};
-use crate::store::AttendeeKey;
 use crate::upstream::{join_url, HttpOptions, RetryPolicy, UpstreamError};
 
 const UPSTREAM: &str = "mailer";

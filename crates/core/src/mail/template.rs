@@ -16,7 +16,7 @@ use minijinja::{escape_formatter, AutoEscape, Environment, Error, Output, State,
 use serde::Serialize;
 
 use super::{Invitation, MailSettings};
-use crate::access::Link;
+use crate::model::Link;
 
 /// The sender and the three template sources. The sender is a plain address
 /// (`Name <user@domain>`), not a template.

@@ -10,11 +10,11 @@ use crate::access::{AccessRequest, GrantOutcome};
 use crate::contacts::ContactCard;
 use crate::kktix::{AttendeeFetch, HostingEvent};
 use crate::mail::{Invitation, MailOutcome, SettleQuery, Settlement};
-use crate::pii::{EmailAddress, Sensitive};
-use crate::store::{
+use crate::model::{
     Admission, AttendeeKey, AttendeeRow, GrantRecord, LedgerEntry, SealedContact, Step, PERMANENT,
     TRANSIENT,
 };
+use crate::pii::{EmailAddress, Sensitive};
 
 /// The stages a failing provider is skipped in for the rest of a run.
 pub(super) const GUEST_LIST: &str = "guest list";

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::{fold, gone_from, Reconciler, RunState, SelectedEvent, SkippedRecord, FETCH_CHUNK};
 use crate::intake::{IntakeBatch, IntakeRecord};
 use crate::kktix::{AttendeeFetch, RecordError};
-use crate::store::Admission;
+use crate::model::Admission;
 
 /// What a run knows of one event's attendees.
 pub(crate) enum Intake {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Reconciler, RunState};
-use crate::store::{Admission, RevokeHold, RevokeHoldState};
+use crate::model::{Admission, RevokeHold, RevokeHoldState};
 
 /// `[safety]` in the TOML file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use super::{Reconciler, RunKind, RunState, RunSummary, SelectedEvent};
 use crate::intake::webhook::{Change, EventRef, ParsedBatch};
 use crate::intake::{key_paths, parse_exports, Envelope, ImportError, IntakeBatch, IntakeRecord};
 use crate::kktix::HostingEvent;
+use crate::model::BatchRecord;
 use crate::selection::Door;
-use crate::store::BatchRecord;
 
 /// Messages handled per run at most; the rest wait for the next one.
 const MAX_MESSAGES_PER_RUN: usize = 500;
@@ -622,12 +622,12 @@ impl Reconciler {
                 .map_err(|e| e.to_string())?;
             let mut again = Vec::new();
             for (attendee_id, text) in sealed {
-                let key = crate::store::AttendeeKey {
+                let key = crate::model::AttendeeKey {
                     event_id,
                     attendee_id,
                 };
                 match vault.sealer.reseal(key, &text) {
-                    Ok(Some(sealed)) => again.push(crate::store::SealedContact {
+                    Ok(Some(sealed)) => again.push(crate::model::SealedContact {
                         key,
                         sealed,
                         sealed_at: Utc::now(),

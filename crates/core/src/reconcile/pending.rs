@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::admit::Candidate;
 use super::{Reconciler, RunState, SelectedEvent};
-use crate::store::{Admission, AttendeeKey};
+use crate::model::{Admission, AttendeeKey};
 
 impl Reconciler {
     pub(super) async fn reconcile_pending(

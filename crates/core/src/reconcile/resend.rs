@@ -7,8 +7,9 @@ use super::Reconciler;
 use crate::access::{AccessRequest, GrantOutcome};
 use crate::kktix::AttendeeFetch;
 use crate::mail::{Invitation, MailOutcome};
+use crate::model::{AttendeeKey, GrantRecord, LedgerEntry, Step};
 use crate::selection::Door;
-use crate::store::{AttendeeKey, GrantRecord, LedgerEntry, LookupField, Step};
+use crate::store::LookupField;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
@@ -251,9 +252,9 @@ impl Reconciler {
             }
             Some(MailOutcome::Failed { reason, transient }) => {
                 let prefix = if transient {
-                    crate::store::TRANSIENT
+                    crate::model::TRANSIENT
                 } else {
-                    crate::store::PERMANENT
+                    crate::model::PERMANENT
                 };
                 self.ledger
                     .append(&[entry(Step::MailFailed, Some(format!("{prefix}{reason}")))])

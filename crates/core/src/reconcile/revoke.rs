@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::{FailureTally, Reconciler, RunState};
 use crate::access::{RevokeOutcome, RevokeRequest};
 use crate::kktix::HostingEvent;
-use crate::store::{AttendeeKey, Step, PERMANENT, TRANSIENT};
+use crate::model::{AttendeeKey, Step, PERMANENT, TRANSIENT};
 
 impl Reconciler {
     /// Takes each event's admissions as they stand after this run (read from the ledger only

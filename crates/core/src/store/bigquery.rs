@@ -69,11 +69,10 @@ use super::{
     Ledger, LedgerEntry, LookupField, PipelineTable, RevokeHold, SaleRecord, SealedContact, Step,
     StoreError, Warehouse,
 };
-use crate::config::Settings;
 use crate::contacts::sealed_key_id;
+use crate::model::is_identifier;
+use crate::model::RunSummary;
 use crate::pii::Sensitive;
-use crate::reconcile::RunSummary;
-use crate::selection::is_identifier;
 
 /// Google's endpoint, used when `BIGQUERY_API_BASE` is unset.
 const GOOGLE_API_BASE: &str = "https://bigquery.googleapis.com";
@@ -721,31 +720,33 @@ impl BigQueryStore {
         })
     }
 
-    /// `STORE=bigquery:PROJECT`: `GOOGLE_APPLICATION_CREDENTIALS` (required),
-    /// `BIGQUERY_API_BASE`, and the `[bigquery]` section of the TOML file.
-    pub fn from_settings(project: &str, settings: &Settings) -> Result<Self, StoreError> {
+    /// `STORE=bigquery:PROJECT`: `GOOGLE_APPLICATION_CREDENTIALS` (required), the API base
+    /// (`BIGQUERY_API_BASE`) and the `[bigquery]` section of the TOML file.
+    pub fn from_credentials(
+        project: &str,
+        credentials: Option<&Sensitive<String>>,
+        api_base: Option<String>,
+        settings: BigQuerySettings,
+    ) -> Result<Self, StoreError> {
         let open_error = |reason: String| StoreError::Open {
             path: format!("bigquery:{project}"),
             reason,
         };
-        let credentials = settings
-            .google_application_credentials
-            .as_ref()
-            .ok_or_else(|| {
-                open_error(format!(
-                    "{CREDENTIALS_VAR} must be set for the BigQuery store: a service-account key \
+        let credentials = credentials.ok_or_else(|| {
+            open_error(format!(
+                "{CREDENTIALS_VAR} must be set for the BigQuery store: a service-account key \
                  file path, or the key JSON itself"
-                ))
-            })?;
+            ))
+        })?;
         let auth = BigQueryAuth::from_credentials(credentials.expose()).map_err(|e| match e {
             StoreError::Backend(reason) => open_error(reason),
             other => other,
         })?;
         let options = BigQueryOptions {
-            api_base: settings.bigquery_api_base.clone(),
+            api_base,
             ..BigQueryOptions::default()
         };
-        Self::new(project, settings.file.bigquery.clone(), auth, options)
+        Self::new(project, settings, auth, options)
     }
 
     pub fn project(&self) -> &str {

@@ -16,8 +16,8 @@ use super::{
 };
 use crate::contacts::sealed_key_id;
 use crate::intake::{Envelope, IntakeQueue, QueueError, QueuedMessage};
-use crate::reconcile::RunSummary;
-use crate::selection::is_identifier;
+use crate::model::is_identifier;
+use crate::model::RunSummary;
 
 /// Schema versions, applied in order; `PRAGMA user_version` remembers how far a file got.
 const MIGRATIONS: &[&str] = &[
