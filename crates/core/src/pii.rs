@@ -120,6 +120,14 @@ pub struct ContactDetails {
     pub phone: Option<Sensitive<String>>,
 }
 
+/// Constant time in the secret's contents and length: both sides are hashed first, so the
+/// comparison always covers 32 bytes.
+pub fn secrets_match(presented: &str, expected: &str) -> bool {
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    presented.ct_eq(&expected).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,12 +189,4 @@ mod tests {
         );
         assert!(sha256_hex("").starts_with("e3b0c442") && sha256_hex("").ends_with("b855"));
     }
-}
-
-/// Constant time in the secret's contents and length: both sides are hashed first, so the
-/// comparison always covers 32 bytes.
-pub fn secrets_match(presented: &str, expected: &str) -> bool {
-    let presented = Sha256::digest(presented.as_bytes());
-    let expected = Sha256::digest(expected.as_bytes());
-    presented.ct_eq(&expected).into()
 }
