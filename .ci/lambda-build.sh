@@ -16,37 +16,56 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=never
 
-FUNCTIONS=(kktix-poller authorizer mailer discord-interactions receiver alarm-notifier)
+# Each function and its size target in MB (10^6 bytes) of its `bootstrap`. Each is built in
+# its own cargo invocation: built together, cargo unifies autopilot-core's features and every
+# binary would link what any of them needs.
+FUNCTIONS=(authorizer mailer kktix-poller discord-interactions receiver alarm-notifier)
+declare -A TARGET_MB=(
+    [authorizer]=5
+    [mailer]=6
+    [kktix-poller]=10
+    [discord-interactions]=10
+    [receiver]=6
+    [alarm-notifier]=5
+)
 
 echo "== pip install cargo-lambda"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore cargo-lambda
 cargo lambda --version
 
-args=()
-for name in "${FUNCTIONS[@]}"; do
-    args+=(-p "$name")
-done
-
-echo "== cargo lambda build --release --x86-64 ${args[*]}"
+declare -A SECONDS_TAKEN=()
 start=$(date +%s)
-cargo lambda build --release --x86-64 --locked "${args[@]}"
+for name in "${FUNCTIONS[@]}"; do
+    echo "== cargo lambda build --release --x86-64 --locked -p $name"
+    began=$(date +%s)
+    cargo lambda build --release --x86-64 --locked -p "$name"
+    SECONDS_TAKEN[$name]=$(( $(date +%s) - began ))
+done
 elapsed=$(( $(date +%s) - start ))
 
 echo "== bootstrap binaries (target/lambda/<name>/bootstrap)"
-missing=0
-printf '%-22s %10s\n' function "size MB"
+failed=0
+printf '%-22s %10s %10s %8s\n' function "size MB" "target MB" "build s"
 for name in "${FUNCTIONS[@]}"; do
     binary="target/lambda/$name/bootstrap"
+    target=${TARGET_MB[$name]}
     if [[ -x "$binary" ]]; then
         bytes=$(stat -c %s "$binary")
-        printf '%-22s %10s\n' "$name" "$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1000000 }')"
+        verdict=""
+        if (( bytes > target * 1000000 )); then
+            verdict="  OVER TARGET"
+            failed=1
+        fi
+        printf '%-22s %10s %10s %8s%s\n' "$name" \
+            "$(awk -v b="$bytes" 'BEGIN { printf "%.2f", b / 1000000 }')" "$target" \
+            "${SECONDS_TAKEN[$name]}" "$verdict"
     else
-        printf '%-22s %10s\n' "$name" MISSING
-        missing=1
+        printf '%-22s %10s %10s %8s\n' "$name" MISSING "$target" "${SECONDS_TAKEN[$name]}"
+        failed=1
     fi
 done
 echo "build took ${elapsed}s"
-if [[ $missing -ne 0 ]]; then
-    echo "error: a bootstrap binary is missing" >&2
+if [[ $failed -ne 0 ]]; then
+    echo "error: a bootstrap binary is missing or over its size target" >&2
     exit 1
 fi

@@ -6,7 +6,6 @@
 mod dev;
 mod server;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -109,14 +108,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal, never into a file or a pipe.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    autopilot_core::telemetry::init_cli();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -11,8 +11,8 @@ use url::Url;
 use crate::access::{Entitlements, GATHER_DEFAULT_API_BASE};
 use crate::contacts::{ContactKey, Sealer};
 use crate::deidentify::PrivacyRules;
-use crate::discord::bot::BotSettings;
-use crate::discord::rest::DISCORD_DEFAULT_API_BASE;
+use crate::discord::settings::BotSettings;
+use crate::discord::settings::DISCORD_DEFAULT_API_BASE;
 use crate::mail::{MailSettings, ProviderKind, KLAVIYO_DEFAULT_API_BASE, MAILGUN_DEFAULT_API_BASE};
 use crate::pii::Sensitive;
 use crate::report::ReportSettings;
@@ -93,7 +93,7 @@ pub struct FileSettings {
     pub reports: ReportSettings,
     pub bigquery: crate::store::BigQuerySettings,
     pub intake: IntakeSection,
-    pub safety: crate::reconcile::SafetySettings,
+    pub safety: crate::model::SafetySettings,
     pub health: HealthSection,
 }
 

@@ -18,10 +18,12 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod pii;
+#[cfg(feature = "reconcile")]
 pub mod reconcile;
 pub mod remote;
 pub mod report;
 pub mod sales;
 pub mod selection;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;

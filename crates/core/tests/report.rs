@@ -2,8 +2,8 @@
 //! files, and the PNG chart.
 
 use autopilot_core::report::{
-    chart_label, daily_report, event_status, DailyReport, DateRange, Quota, ReportError,
-    ReportSettings, MAX_RANGE_DAYS, PNG_HEIGHT, PNG_WIDTH,
+    chart_label, daily_report, event_status, ChartFont, ChartFontError, DailyReport, DateRange,
+    Quota, ReportError, ReportSettings, MAX_RANGE_DAYS, PNG_HEIGHT, PNG_WIDTH,
 };
 use autopilot_core::store::SaleRecord;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -73,6 +73,7 @@ fn event_status_counts_revenue_quotas_and_refunds() {
                 quota: 1,
             },
         ],
+        chart_font: None,
     };
     let status = event_status(&week_sales(), &settings);
 
@@ -356,17 +357,107 @@ fn csv_quotes_tricky_names() {
 // --- chart labels ---
 
 #[test]
-fn chart_labels_keep_the_ascii_part() {
-    assert_eq!(chart_label("Regular 一般票", 1), "Regular");
-    assert_eq!(chart_label("早鳥票 Early Bird", 2), "Early Bird");
-    assert_eq!(chart_label("一般票", 3), "Ticket 3");
-    assert_eq!(chart_label("（一般）- ", 4), "Ticket 4");
-    assert_eq!(chart_label("票種 2", 6), "Ticket 6");
-    assert_eq!(chart_label("2F 站票", 7), "2F");
+fn chart_labels_are_the_full_ticket_names() {
+    assert_eq!(chart_label("Regular 一般票", 1), "Regular 一般票");
+    assert_eq!(chart_label("早鳥票 Early Bird", 2), "早鳥票 Early Bird");
+    assert_eq!(chart_label("一般票", 3), "一般票");
+    assert_eq!(chart_label("票種 2", 6), "票種 2");
+    // Nothing to read: a numbered stand-in.
+    assert_eq!(chart_label("（）- ", 4), "Ticket 4");
+    assert_eq!(chart_label("", 8), "Ticket 8");
     assert_eq!(
         chart_label("A very long ticket name for the VIP lounge", 5),
-        "A very long ticket..."
+        "A very long ticket na…"
     );
+}
+
+// --- chart font ---
+
+/// The CJK font the chart tests draw with: `[reports] chart_font` unset, so the layer path or
+/// a system font (CI installs Debian's `fonts-wqy-microhei`).
+fn chart_font() -> ChartFont {
+    ChartFont::find(None).unwrap_or_else(|e| panic!("tests need a CJK font: {e}"))
+}
+
+#[test]
+fn chart_font_draws_chinese() {
+    let font = chart_font();
+    let missing: Vec<char> = "一般票 Regular"
+        .chars()
+        .filter(|c| !font.covers(&c.to_string()))
+        .collect();
+    assert!(missing.is_empty(), "{:?} lacks {missing:?}", font.path());
+    assert!(font.covers("早鳥票 學生票 Early Bird"));
+    // Private-use code points have no glyph in any font: they would be tofu.
+    assert!(!font.covers("\u{E000}"));
+    // A font without Latin letters (Droid Sans Fallback, where installed) is refused.
+    let droid = std::path::Path::new("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf");
+    if droid.is_file() {
+        let err = ChartFont::load(droid).expect_err("no Latin letters");
+        assert!(err.to_string().contains("no glyph for 'R'"), "{err}");
+    }
+    // Loading the same file again gives the same registration.
+    assert_eq!(ChartFont::load(font.path()).expect("reload"), font);
+}
+
+#[test]
+fn a_configured_chart_font_that_is_missing_or_not_a_font_is_a_clear_error() {
+    let missing = ChartFont::find(Some("/nonexistent/autopilot-chart.ttf")).expect_err("missing");
+    assert!(
+        matches!(&missing, ChartFontError::Unusable { path, .. } if path == "/nonexistent/autopilot-chart.ttf"),
+        "{missing:?}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_font = dir.path().join("font.ttf");
+    std::fs::write(&not_a_font, b"not a font").expect("write");
+    let err = ChartFont::load(&not_a_font).expect_err("not a font");
+    assert!(
+        err.to_string().contains("not a TrueType/OpenType font"),
+        "{err}"
+    );
+    let not_found = ChartFontError::NotFound {
+        searched: vec!["/opt/fonts/autopilot-chart.ttc".into()],
+    };
+    assert!(not_found.to_string().contains("[reports] chart_font"));
+    assert!(not_found
+        .to_string()
+        .contains("/opt/fonts/autopilot-chart.ttc"));
+}
+
+/// The chart of one day of a single ticket type named `ticket`.
+fn one_type_chart(ticket: &str, font: &ChartFont) -> Vec<u8> {
+    let sales = [sale(ticket, "2026-03-01T04:00:00Z", 500.0, false)];
+    daily_report(&sales, &range("2026-03-01", "2026-03-01"))
+        .to_png("Sales", font)
+        .expect("png")
+}
+
+/// Pixels that differ between two charts of the same size.
+fn differing_pixels(a: &[u8], b: &[u8]) -> usize {
+    let (_, _, a) = png_pixels(a);
+    let (_, _, b) = png_pixels(b);
+    a.chunks_exact(3)
+        .zip(b.chunks_exact(3))
+        .filter(|(x, y)| x != y)
+        .count()
+}
+
+#[test]
+fn chinese_ticket_names_are_drawn_as_glyphs_not_tofu() {
+    let font = chart_font();
+    let regular = one_type_chart("一般票 Regular", &font);
+    let ascii_only = one_type_chart("Regular", &font);
+    // Tofu: code points no font has, each drawn as the same "missing glyph" box.
+    let tofu = one_type_chart("\u{E000}\u{E001}\u{E002} Regular", &font);
+    let other_chinese = one_type_chart("三般票 Regular", &font);
+    // The Chinese part is drawn at all (the old chart dropped it) ...
+    assert!(differing_pixels(&regular, &ascii_only) > 50);
+    // ... as real glyphs, not boxes: it differs from tofu, and different characters draw
+    // differently (boxes would all look alike).
+    assert!(differing_pixels(&regular, &tofu) > 50);
+    assert!(differing_pixels(&regular, &other_chinese) > 10);
+    let tofu_again = one_type_chart("\u{E003}\u{E004}\u{E005} Regular", &font);
+    assert_eq!(differing_pixels(&tofu, &tofu_again), 0, "boxes look alike");
 }
 
 // --- PNG ---
@@ -392,9 +483,14 @@ fn pixel(pixels: &[u8], x: u32, y: u32) -> [u8; 3] {
 
 #[test]
 fn png_of_a_week_is_a_deterministic_png_of_the_declared_size() {
+    let font = chart_font();
     let report = daily_report(&week_sales(), &range("2026-03-01", "2026-03-07"));
-    let first = report.to_png("Spring Concert 春季音樂會").expect("png");
-    let second = report.to_png("Spring Concert 春季音樂會").expect("png");
+    let first = report
+        .to_png("Spring Concert 春季音樂會", &font)
+        .expect("png");
+    let second = report
+        .to_png("Spring Concert 春季音樂會", &font)
+        .expect("png");
     assert_eq!(first, second, "same input, same bytes");
     let (width, height, pixels) = png_pixels(&first);
     assert_eq!((width, height), (PNG_WIDTH, PNG_HEIGHT));
@@ -418,20 +514,22 @@ fn png_of_a_week_is_a_deterministic_png_of_the_declared_size() {
     // Compressed well below the raw 1.8 MB.
     assert!(first.len() < 200_000, "{} bytes", first.len());
     // A different title draws different pixels.
-    assert_ne!(report.to_png("Other").expect("png"), first);
+    assert_ne!(report.to_png("Other", &font).expect("png"), first);
 }
 
 #[test]
 fn png_with_no_ticket_types() {
+    let font = chart_font();
     let report = daily_report(&[], &range("2026-03-01", "2026-03-01"));
-    let png = report.to_png("").expect("png");
+    let png = report.to_png("", &font).expect("png");
     let (width, height, _) = png_pixels(&png);
     assert_eq!((width, height), (PNG_WIDTH, PNG_HEIGHT));
-    assert_eq!(png, report.to_png("").expect("png"));
+    assert_eq!(png, report.to_png("", &font).expect("png"));
 }
 
 #[test]
 fn png_with_12_ticket_types_over_92_days() {
+    let font = chart_font();
     let from = date("2026-01-01");
     let mut sales = Vec::new();
     for t in 0..12u32 {
@@ -464,25 +562,26 @@ fn png_with_12_ticket_types_over_92_days() {
     assert_eq!(report.rows.len(), 12);
     assert_eq!(report.total, sales.len() as u64);
     let png = report
-        .to_png("A long season of many ticket types")
+        .to_png("A long season of many ticket types", &font)
         .expect("png");
     let (width, height, _) = png_pixels(&png);
     assert_eq!((width, height), (PNG_WIDTH, PNG_HEIGHT));
     assert_eq!(
         png,
         report
-            .to_png("A long season of many ticket types")
+            .to_png("A long season of many ticket types", &font)
             .expect("png")
     );
 }
 
 #[test]
 fn png_with_more_types_than_the_legend_holds() {
+    let font = chart_font();
     let sales: Vec<SaleRecord> = (0..40)
         .map(|t| sale(&format!("Type {t:02}"), "2026-03-01T04:00:00Z", 1.0, false))
         .collect();
     let report = daily_report(&sales, &range("2026-03-01", "2026-03-02"));
-    let png = report.to_png("Forty types").expect("png");
+    let png = report.to_png("Forty types", &font).expect("png");
     let (width, height, _) = png_pixels(&png);
     assert_eq!((width, height), (PNG_WIDTH, PNG_HEIGHT));
 }

@@ -12,13 +12,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(false)
-        .without_time()
-        .init();
+    autopilot_core::telemetry::init_function();
     let settings = Settings::from_env_and_secrets()
         .await
         .context("configuration")?;

@@ -10,13 +10,7 @@ use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(false)
-        .without_time()
-        .init();
+    autopilot_core::telemetry::init_function();
     let settings = Settings::from_env_and_secrets().await?;
     let ops_token = settings.require_ops_token()?;
     let mailer = mailer(&settings)?;

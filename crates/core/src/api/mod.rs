@@ -6,21 +6,28 @@
 //! with a 4xx status; internal failures are logged in full and answered briefly.
 
 mod access;
+#[cfg(feature = "reconcile")]
 mod events;
+#[cfg(feature = "reconcile")]
+mod import;
 mod intake;
 mod mail;
+#[cfg(feature = "reconcile")]
 mod poller;
 
 use std::sync::Arc;
 
+#[cfg(feature = "reconcile")]
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 
 use crate::access::AccessService;
+#[cfg(feature = "discord")]
 use crate::discord::bot::DiscordBot;
 use crate::intake::Receiver;
 use crate::mail::MailService;
 use crate::pii::Sensitive;
+#[cfg(feature = "reconcile")]
 use crate::reconcile::Reconciler;
 use crate::report::ReportSettings;
 
@@ -142,9 +149,11 @@ fn body_limit(path: &str) -> usize {
 #[derive(Clone, Default)]
 pub struct Api {
     ops_token: Option<Sensitive<String>>,
+    #[cfg(feature = "reconcile")]
     poller: Option<Arc<Reconciler>>,
     authorizer: Option<Arc<dyn AccessService>>,
     mailer: Option<Arc<dyn MailService>>,
+    #[cfg(feature = "discord")]
     discord: Option<Arc<DiscordBot>>,
     receiver: Option<Arc<Receiver>>,
     reports: ReportSettings,
@@ -185,6 +194,7 @@ impl Api {
         self
     }
 
+    #[cfg(feature = "discord")]
     pub fn with_discord(mut self, bot: Arc<DiscordBot>) -> Self {
         self.discord = Some(bot);
         self
@@ -195,6 +205,7 @@ impl Api {
         self
     }
 
+    #[cfg(feature = "reconcile")]
     pub fn with_poller(mut self, reconciler: Arc<Reconciler>) -> Self {
         self.poller = Some(reconciler);
         self
@@ -262,6 +273,7 @@ impl Api {
                 return response;
             }
         }
+        #[cfg(feature = "discord")]
         if let ("/discord/interactions", Some(bot)) = (route.path, &self.discord) {
             return bot.handle(&request).await;
         }
@@ -275,42 +287,62 @@ impl Api {
         }
         let body = request.body();
         let slug = slug.as_deref().unwrap_or_default();
-        match (route.path, &self.poller, &self.authorizer, &self.mailer) {
-            ("/events", Some(reconciler), _, _) => {
-                events::list(reconciler, self.recently_ended_days).await
+        #[cfg(not(feature = "reconcile"))]
+        let _ = slug;
+        #[cfg(feature = "reconcile")]
+        if let (Some(reconciler), "kktix-poller") = (&self.poller, route.function) {
+            return self
+                .poller_route(reconciler, route.path, slug, &request, head)
+                .await;
+        }
+        match (route.path, &self.authorizer, &self.mailer) {
+            ("/authorize", Some(authorizer), _) => {
+                access::authorize(authorizer.as_ref(), body).await
             }
-            ("/events/{slug}/status", Some(reconciler), _, _) => {
-                events::status(reconciler, slug, &self.reports).await
-            }
-            ("/events/{slug}/report", Some(reconciler), _, _) => {
+            ("/revoke", Some(authorizer), _) => access::revoke(authorizer.as_ref(), body).await,
+            ("/mail", _, Some(mailer)) => mail::mail(mailer.as_ref(), body).await,
+            _ => error_response(StatusCode::NOT_FOUND, &format!("no route {path}")),
+        }
+    }
+
+    /// The kktix-poller's routes.
+    #[cfg(feature = "reconcile")]
+    async fn poller_route(
+        &self,
+        reconciler: &Reconciler,
+        route: &str,
+        slug: &str,
+        request: &HttpRequest,
+        head: bool,
+    ) -> HttpResponse {
+        let body = request.body();
+        match route {
+            "/events" => events::list(reconciler, self.recently_ended_days).await,
+            "/events/{slug}/status" => events::status(reconciler, slug, &self.reports).await,
+            "/events/{slug}/report" => {
                 events::report(reconciler, slug, request.uri().query()).await
             }
-            ("/poll", Some(reconciler), _, _) => poller::poll(reconciler, body).await,
-            ("/import", Some(reconciler), _, _) => intake::import(reconciler, &request).await,
-            ("/revoke/confirm", Some(reconciler), _, _) => {
-                poller::confirm_revoke(reconciler, body).await
-            }
-            ("/healthz", Some(reconciler), _, _) => {
+            "/poll" => poller::poll(reconciler, body).await,
+            "/import" => import::import(reconciler, request).await,
+            "/revoke/confirm" => poller::confirm_revoke(reconciler, body).await,
+            "/healthz" => {
                 let mut response = poller::healthz(reconciler, self.stale_after).await;
                 if head {
                     *response.body_mut() = Bytes::new();
                 }
                 response
             }
-            ("/authorize", _, Some(authorizer), _) => {
-                access::authorize(authorizer.as_ref(), body).await
-            }
-            ("/revoke", _, Some(authorizer), _) => access::revoke(authorizer.as_ref(), body).await,
-            ("/mail", _, _, Some(mailer)) => mail::mail(mailer.as_ref(), body).await,
-            _ => error_response(StatusCode::NOT_FOUND, &format!("no route {path}")),
+            _ => error_response(StatusCode::NOT_FOUND, &format!("no route {route}")),
         }
     }
 
     fn serves(&self, route: &RouteSpec) -> bool {
         match route.function {
+            #[cfg(feature = "reconcile")]
             "kktix-poller" => self.poller.is_some(),
             "authorizer" => self.authorizer.is_some(),
             "mailer" => self.mailer.is_some(),
+            #[cfg(feature = "discord")]
             "discord-interactions" => self.discord.is_some(),
             "receiver" => self.receiver.is_some(),
             _ => false,

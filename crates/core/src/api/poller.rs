@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::{error_response, json, parse_json, HttpResponse};
-use crate::discord::operations::PollRequest;
+use crate::model::PollRequest;
 use crate::model::RunOutcome;
 use crate::reconcile::Reconciler;
 

@@ -12,7 +12,7 @@ use chrono::Utc;
 use ed25519_dalek::VerifyingKey;
 use futures::future::BoxFuture;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+
 use tokio::sync::Notify;
 
 use super::model::{
@@ -21,35 +21,14 @@ use super::model::{
 };
 use super::operations::Operations;
 use super::rest::{Attachment, DiscordApi};
+pub use super::settings::BotSettings;
 use super::verify::verify_http;
 use crate::http::{error_response, json, HttpRequest, HttpResponse};
 use crate::model::EventRecord;
-use crate::report::{daily_report, event_status, DateRange, ReportSettings};
+use crate::report::{daily_report, event_status, ChartFont, DateRange, ReportSettings};
 use crate::sales::{event_sales, events_overview, EventState};
 use crate::selection::CategoryRules;
 use crate::store::Warehouse;
-
-/// `[discord]` in the TOML file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BotSettings {
-    /// Members with this role id may run `/autopilot …`; unset, nobody may.
-    pub operator_role_id: Option<String>,
-    /// How long to work on an answer before replying "deferred" instead (Discord allows 3 s).
-    pub inline_budget_ms: u64,
-    /// Ended events stay in `/event list` this many days after they were last on sale.
-    pub recently_ended_days: i64,
-}
-
-impl Default for BotSettings {
-    fn default() -> Self {
-        Self {
-            operator_role_id: None,
-            inline_budget_ms: 2000,
-            recently_ended_days: 30,
-        }
-    }
-}
 
 /// Runs work that must outlive the HTTP response. Locally a spawned task is enough; on
 /// Lambda the function binary keeps the environment alive until the work is done.
@@ -101,6 +80,8 @@ pub struct DiscordBot {
     operations: Option<Arc<dyn Operations>>,
     api: Arc<DiscordApi>,
     deferrer: Arc<dyn Deferrer>,
+    /// The report chart's font, found once at start; why not, when there is none.
+    chart_font: Result<ChartFont, String>,
 }
 
 /// Where a command's answer stands while the handler waits for it.
@@ -127,6 +108,13 @@ impl DiscordBot {
         api: Arc<DiscordApi>,
         deferrer: Arc<dyn Deferrer>,
     ) -> Self {
+        let chart_font = ChartFont::find(reports.chart_font.as_deref()).map_err(|e| e.to_string());
+        match &chart_font {
+            Ok(font) => {
+                tracing::info!(font = %font.path().display(), "report charts use this font")
+            }
+            Err(reason) => tracing::warn!(%reason, "reports will carry the CSV only"),
+        }
         Self {
             public_key,
             warehouse,
@@ -136,7 +124,13 @@ impl DiscordBot {
             operations,
             api,
             deferrer,
+            chart_font,
         }
+    }
+
+    /// The report chart's font, or why there is none.
+    pub fn chart_font(&self) -> Result<&ChartFont, &str> {
+        self.chart_font.as_ref().map_err(String::as_str)
     }
 
     pub async fn handle(&self, request: &HttpRequest) -> HttpResponse {
@@ -218,13 +212,14 @@ impl DiscordBot {
                 };
                 let warehouse = self.warehouse.clone();
                 let categories = self.categories.clone();
+                let font = self.chart_font.clone();
                 // Attachments go out by editing the deferred reply.
                 self.respond(
                     interaction,
                     false,
                     false,
                     Box::pin(async move {
-                        report(warehouse.as_ref(), &categories, &slug, &range).await
+                        report(warehouse.as_ref(), &categories, &slug, &range, &font).await
                     }),
                 )
                 .await
@@ -366,7 +361,7 @@ impl DiscordBot {
             };
             task_pending.ready.notify_one();
             if let Some(reply) = late {
-                edit_original(&api, &token, &reply, ephemeral).await;
+                edit_original(&api, &token, &reply).await;
             }
         }));
         if inline {
@@ -389,7 +384,7 @@ impl DiscordBot {
                 let api = self.api.clone();
                 let token = interaction.token.clone();
                 self.deferrer.defer(Box::pin(async move {
-                    edit_original(&api, &token, &reply, ephemeral).await;
+                    edit_original(&api, &token, &reply).await;
                 }));
                 InteractionResponse::deferred(ephemeral)
             }
@@ -425,9 +420,11 @@ impl DiscordBot {
 
 const UNKNOWN: &str = "未知的指令 / Unknown command.";
 
-async fn edit_original(api: &DiscordApi, token: &str, reply: &Reply, ephemeral: bool) {
+/// Finishes a deferred reply. Without `flags`: Discord fixes a message's ephemerality with the
+/// first response (the deferral), and an edit of `@original` may not carry `flags: 64`.
+async fn edit_original(api: &DiscordApi, token: &str, reply: &Reply) {
     if let Err(error) = api
-        .edit_original(token, &reply.data(ephemeral), &reply.files)
+        .edit_original(token, &reply.data(false), &reply.files)
         .await
     {
         tracing::error!(%error, "could not finish a deferred Discord reply");
@@ -471,7 +468,7 @@ async fn import(
         },
         None => None,
     };
-    let request = crate::reconcile::ImportRequest {
+    let request = crate::model::ImportRequest {
         event,
         attendees: attendees_bytes,
         orders: orders_bytes,
@@ -598,6 +595,7 @@ async fn report(
     categories: &CategoryRules,
     slug: &str,
     range: &DateRange,
+    font: &Result<ChartFont, String>,
 ) -> Reply {
     let (event, sales) = match find_sales(warehouse, categories, slug).await {
         Ok(found) => found,
@@ -614,17 +612,25 @@ async fn report(
         }),
         Err(error) => return Reply::text(format!("⚠️ 報表失敗 / The report failed: {error}")),
     }
-    match report.to_png(&event.name) {
-        Ok(png) => files.push(Attachment {
+    let mut note = String::new();
+    match font.as_ref().map(|font| report.to_png(&event.name, font)) {
+        Ok(Ok(png)) => files.push(Attachment {
             filename: format!("{stem}.png"),
             content_type: "image/png",
             bytes: png,
         }),
-        Err(error) => tracing::warn!(%error, "report chart failed; sending the CSV alone"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "report chart failed; sending the CSV alone");
+            note = "\n（圖表未能產生 / the chart could not be drawn; the CSV has every figure）"
+                .into();
+        }
+        Err(reason) => {
+            note = format!("\n（未附圖表 / no chart: {reason}）");
+        }
     }
     Reply {
         content: format!(
-            "📊 **{}** {} – {}（Asia/Taipei）: 已售 sold {}",
+            "📊 **{}** {} – {}（Asia/Taipei）: 已售 sold {}{note}",
             event.name, range.from, range.to, report.total
         ),
         embeds: Vec::new(),

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-use crate::model::RunSummary;
+use crate::model::{ImportRequest, ResendReport, RunSummary};
 use crate::pii::Sensitive;
-use crate::reconcile::{ImportRequest, Reconciler, ResendReport};
+#[cfg(feature = "reconcile")]
+use crate::reconcile::Reconciler;
 use crate::upstream::{build_client, join_url, HttpOptions, UpstreamError};
 
 #[async_trait]
@@ -24,6 +24,8 @@ pub trait Operations: Send + Sync {
     async fn confirm_revoke(&self, event: &str) -> Result<RunSummary, String>;
 }
 
+/// In process: `autopilot dev`, and tests.
+#[cfg(feature = "reconcile")]
 #[async_trait]
 impl Operations for Reconciler {
     async fn poll(&self) -> Result<RunSummary, String> {
@@ -72,14 +74,7 @@ impl<T: Operations + ?Sized> Operations for Arc<T> {
     }
 }
 
-/// `POST /poll`'s optional body: `{"resend": "REFERENCE"}` resends one invitation instead.
-/// Unknown keys are refused: a typo must not silently run a whole reconcile.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PollRequest {
-    #[serde(default)]
-    pub resend: Option<String>,
-}
+pub use crate::model::PollRequest;
 
 /// The poller reached over HTTP. One attempt per command: an operator sees the outcome and
 /// can ask again, and a resend whose answer was lost must not be repeated blindly.

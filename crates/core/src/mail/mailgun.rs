@@ -33,7 +33,6 @@ use crate::model::AttendeeKey;
 use crate::pii::Sensitive;
 use crate::upstream::{build_client, join_url, HttpOptions, RetryPolicy, Upstream, UpstreamError};
 
-pub const MAILGUN_DEFAULT_API_BASE: &str = "https://api.mailgun.net";
 /// Recipients Mailgun accepts in one batch-sending call.
 pub const MAILGUN_BATCH_LIMIT: usize = 1000;
 

@@ -4,22 +4,36 @@
 //! [`Mailer`] is the mailer function's logic. The poller reaches it through [`MailService`]:
 //! in process locally, over `POST /mail` when deployed.
 
+#[cfg(feature = "mail-providers")]
 mod klaviyo;
+#[cfg(feature = "mail-providers")]
 mod mailgun;
+#[cfg(feature = "mail-providers")]
 mod outbox;
 pub mod remote;
+#[cfg(feature = "mail-providers")]
 mod template;
 
+#[cfg(feature = "mail-providers")]
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use klaviyo::{KlaviyoProvider, KLAVIYO_DEFAULT_API_BASE, KLAVIYO_REVISION};
-pub use mailgun::{MailgunProvider, MAILGUN_BATCH_LIMIT, MAILGUN_DEFAULT_API_BASE};
+#[cfg(feature = "mail-providers")]
+pub use klaviyo::{KlaviyoProvider, KLAVIYO_REVISION};
+#[cfg(feature = "mail-providers")]
+pub use mailgun::{MailgunProvider, MAILGUN_BATCH_LIMIT};
+#[cfg(feature = "mail-providers")]
 pub use outbox::OutboxProvider;
 pub use remote::RemoteMailer;
+#[cfg(feature = "mail-providers")]
 pub use template::{MailTemplate, RenderedMail, TemplateError};
+
+/// Mailgun's US region (`MAILGUN_API_BASE` unless set).
+pub const MAILGUN_DEFAULT_API_BASE: &str = "https://api.mailgun.net";
+/// Klaviyo's API (`KLAVIYO_API_BASE` unless set).
+pub const KLAVIYO_DEFAULT_API_BASE: &str = "https://a.klaviyo.com";
 
 use crate::model::AttendeeKey;
 use crate::model::Link;
@@ -118,6 +132,7 @@ pub struct MailResult {
 
 /// An email service provider. `send` answers one result per invitation, in order; it never
 /// fails as a whole, so one bad invitation cannot sink the batch.
+#[cfg(feature = "mail-providers")]
 #[async_trait]
 pub trait MailProvider: Send + Sync {
     fn name(&self) -> &'static str;
@@ -153,12 +168,14 @@ pub trait MailService: Send + Sync {
     async fn settle(&self, queries: Vec<SettleQuery>) -> Vec<SettleResult>;
 }
 
+#[cfg(feature = "mail-providers")]
 /// The mailer function's logic: the provider `MAIL_PROVIDER` names and the template.
 pub struct Mailer {
     provider: Arc<dyn MailProvider>,
     template: MailTemplate,
 }
 
+#[cfg(feature = "mail-providers")]
 impl Mailer {
     pub fn new(provider: Arc<dyn MailProvider>, template: MailTemplate) -> Self {
         Self { provider, template }
@@ -169,6 +186,7 @@ impl Mailer {
     }
 }
 
+#[cfg(feature = "mail-providers")]
 #[async_trait]
 impl MailService for Mailer {
     async fn send(&self, batch: Vec<Invitation>, force: bool) -> Vec<MailResult> {

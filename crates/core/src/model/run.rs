@@ -95,6 +95,10 @@ pub struct RunSummary {
     /// not understood, an event slug nobody mapped). Ids, counts and key paths only.
     #[serde(default)]
     pub alerts: Vec<String>,
+    /// The fingerprint of a channel webhook that answered 404 (deleted): notices to it stop,
+    /// reported once, until the webhook is replaced (a different fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_webhook_gone: Option<String>,
 }
 
 fn poll_kind() -> String {
@@ -166,4 +170,29 @@ impl RunSummary {
         lines.extend(self.warnings.iter().map(|w| format!("  warning: {w}")));
         lines
     }
+}
+
+/// `POST /poll`'s optional body: `{"resend": "REFERENCE"}` resends one invitation instead.
+/// Unknown keys are refused: a typo must not silently run a whole reconcile.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    #[serde(default)]
+    pub resend: Option<String>,
+}
+
+/// One import: an event (id or catalog slug) and the exports' bytes.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub event: String,
+    pub attendees: Vec<u8>,
+    pub orders: Option<Vec<u8>>,
+}
+
+/// What a resend did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResendReport {
+    pub key: crate::model::AttendeeKey,
+    pub provider: String,
+    pub message_id: Option<String>,
 }

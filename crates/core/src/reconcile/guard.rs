@@ -8,44 +8,9 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Reconciler, RunState};
+pub use crate::model::SafetySettings;
 use crate::model::{Admission, RevokeHold, RevokeHoldState};
-
-/// `[safety]` in the TOML file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SafetySettings {
-    /// More vanished admitted attendees than this in one run…
-    pub max_revokes_per_run: u64,
-    /// …that are also more than this share of the event's admitted attendees: held.
-    pub max_revoke_share: f64,
-}
-
-impl Default for SafetySettings {
-    fn default() -> Self {
-        Self {
-            max_revokes_per_run: 10,
-            max_revoke_share: 0.05,
-        }
-    }
-}
-
-impl SafetySettings {
-    pub fn validate(&self) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&self.max_revoke_share) || self.max_revoke_share.is_nan() {
-            return Err("[safety] max_revoke_share must be a fraction between 0 and 1".into());
-        }
-        Ok(())
-    }
-
-    /// Whether `vanished` of `admitted` attendees gone in one run looks like a glitch.
-    pub fn holds(&self, vanished: u64, admitted: u64) -> bool {
-        vanished > self.max_revokes_per_run
-            && (vanished as f64) > self.max_revoke_share * admitted as f64
-    }
-}
 
 impl Reconciler {
     /// What of `gone` (absences: `(attendee id, was admitted)`) may be cancelled now; records

@@ -19,13 +19,7 @@ const MAX_MESSAGES_PER_RUN: usize = 500;
 /// Key paths of a body not understood, at most, in the alert and the log.
 const MAX_KEY_PATHS: usize = 40;
 
-/// One import: an event (id or catalog slug) and the exports' bytes.
-#[derive(Debug, Clone)]
-pub struct ImportRequest {
-    pub event: String,
-    pub attendees: Vec<u8>,
-    pub orders: Option<Vec<u8>>,
-}
+pub use crate::model::ImportRequest;
 
 /// Why an import did not run; nothing was written.
 #[derive(Debug, thiserror::Error)]

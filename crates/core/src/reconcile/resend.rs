@@ -62,13 +62,7 @@ impl ResendError {
     }
 }
 
-/// What a resend did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ResendReport {
-    pub key: AttendeeKey,
-    pub provider: String,
-    pub message_id: Option<String>,
-}
+pub use crate::model::ResendReport;
 
 impl Reconciler {
     /// Resolves `EVENT_ID/ATTENDEE_ID`, an order number or a registration number (in that

@@ -5,7 +5,9 @@
 //! - [`Ledger`]: an append-only log of what was done for each attendee and of every poll run;
 //!   the current state of an admission is derived from it, never stored beside it.
 
+#[cfg(feature = "bigquery")]
 mod bigquery;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::collections::HashMap;
@@ -16,9 +18,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "bigquery")]
 pub use bigquery::{
     is_project_id, BigQueryAuth, BigQueryOptions, BigQueryStore, StaticToken, MAX_ROWS_PER_INSERT,
 };
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 // The nouns the store keeps, defined with the others in `crate::model`; re-exported here

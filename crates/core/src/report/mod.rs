@@ -27,27 +27,25 @@
 //! # PNG and fonts
 //! The chart is stacked bars (one colour per ticket type, one bar per day) with a legend, axis
 //! labels and a title, [`PNG_WIDTH`]×[`PNG_HEIGHT`] pixels, drawn by `plotters` into an RGB
-//! buffer and encoded to PNG by a small encoder in this module (plotters' own encoder only
-//! writes files). Rendering and encoding are deterministic: the same report and title give the
-//! same bytes.
+//! buffer and encoded to PNG (plotters' own encoder only writes files). Rendering and encoding
+//! are deterministic: the same report, title and font give the same bytes.
 //!
-//! No system font can be assumed (CI, Lambda), so the chart's text uses Noto Sans Regular
-//! embedded by the `ttf-noto-sans` crate (crate MIT/Apache-2.0; the font is Apache-2.0, about
-//! 200 KB). It covers Latin, Greek and Cyrillic but no CJK (a CJK font is several MB), so text
-//! in the PNG keeps only the printable-ASCII part of ticket names and of the title
-//! ("Regular 一般票" → "Regular"); a ticket name with nothing ASCII left becomes "Ticket N"
-//! (its position in the sorted list), and a label shared by two types gets " (2)", " (3)"…
-//! appended. See [`chart_label`]. The CSV always keeps the full names.
+//! Its text is drawn in a CJK font loaded from a file at run time ([`ChartFont`]), so ticket
+//! names keep their Chinese part; the font is not in the binary. Without one the bot sends the
+//! CSV alone and says why. The CSV always keeps the full names.
+//! (Only with the `chart` feature; the functions that draw no chart do not link plotters.)
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use chrono::NaiveDate;
-use plotters::prelude::*;
-use plotters::style::register_font;
 use serde::{Deserialize, Serialize};
 
 use crate::model::SaleRecord;
+
+#[cfg(feature = "chart")]
+mod chart;
+#[cfg(feature = "chart")]
+pub use chart::{chart_label, ChartFont, ChartFontError, DEFAULT_FONT_PATHS};
 
 /// The time zone whose calendar days reports count in.
 pub const REPORT_TZ: chrono_tz::Tz = chrono_tz::Asia::Taipei;
@@ -87,6 +85,10 @@ pub struct ReportSettings {
     /// Quotas per ticket type. KKTIX's attendee API does not give them, so they are
     /// configured. The first entry whose pattern matches a ticket name wins.
     pub quotas: Vec<Quota>,
+    /// The chart's font file (a CJK .ttf/.otf); unset, the usual places are searched (the
+    /// Lambda layer's `/opt/fonts/autopilot-chart.ttc`, then common system CJK fonts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart_font: Option<String>,
 }
 
 /// How many tickets of the types whose name contains `ticket_contains` (case-insensitive) are
@@ -354,246 +356,4 @@ impl DailyReport {
             .map_err(|e| ReportError::Csv(e.error().to_string()))?;
         String::from_utf8(bytes).map_err(|e| ReportError::Csv(e.to_string()))
     }
-
-    /// The report as a PNG chart of [`PNG_WIDTH`]×[`PNG_HEIGHT`] pixels: stacked bars per day,
-    /// a legend with each type's total, `title` on top (only its ASCII part: see the module
-    /// doc).
-    pub fn to_png(&self, title: &str) -> Result<Vec<u8>, ReportError> {
-        let mut rgb = vec![0u8; PNG_WIDTH as usize * PNG_HEIGHT as usize * 3];
-        self.draw(title, &mut rgb)?;
-        encode_png(PNG_WIDTH, PNG_HEIGHT, &rgb)
-    }
-
-    fn draw(&self, title: &str, rgb: &mut [u8]) -> Result<(), ReportError> {
-        ensure_font()?;
-        let chart_err = |e: DrawingAreaErrorKind<_>| ReportError::Chart(e.to_string());
-        let font = |size: u32| (FontFamily::Name(FONT_FAMILY), size).into_font();
-
-        let root = BitMapBackend::with_buffer(rgb, (PNG_WIDTH, PNG_HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(chart_err)?;
-        let title = ascii_text(title, 70);
-        let title = if title.is_empty() {
-            "Daily ticket sales".to_string()
-        } else {
-            title
-        };
-        let body = root
-            .titled(&title, font(24).color(&BLACK))
-            .map_err(chart_err)?;
-        let (chart_area, legend_area) = body.split_horizontally(PNG_WIDTH - 240);
-
-        let days = &self.days;
-        // The x axis counts half days: day i is the slot [2i, 2i + 2), labelled at its centre
-        // 2i + 1 (integer coordinates keep plotters' default formatting; f64 ones with key
-        // points lack it); a dozen labels at most, on every k-th day.
-        let slots = i32::try_from(days.len().max(1)).unwrap_or(i32::MAX / 2);
-        let every = days.len().max(1).div_ceil(12);
-        let centres: Vec<i32> = (0..slots).step_by(every).map(|i| 2 * i + 1).collect();
-        let peak = self.totals.iter().copied().max().unwrap_or(0).max(1);
-        let y_top = peak + peak.div_ceil(10).max(1);
-        let mut chart = ChartBuilder::on(&chart_area)
-            .margin(12)
-            .x_label_area_size(56)
-            .y_label_area_size(64)
-            .build_cartesian_2d((0..2 * slots).with_key_points(centres), 0u64..y_top)
-            .map_err(chart_err)?;
-        let day_label = |x: &i32| {
-            usize::try_from(x / 2)
-                .ok()
-                .and_then(|i| days.get(i))
-                .map(|d| d.format("%m-%d").to_string())
-                .unwrap_or_default()
-        };
-        let x_desc = format!(
-            "Day (Asia/Taipei), {} to {}: {} sold",
-            self.range.from.format("%Y-%m-%d"),
-            self.range.to.format("%Y-%m-%d"),
-            self.total
-        );
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .y_labels(8)
-            .x_label_formatter(&day_label)
-            .y_label_formatter(&|v: &u64| v.to_string())
-            .x_desc(x_desc)
-            .y_desc("Tickets sold")
-            .label_style(font(14).color(&BLACK))
-            .axis_desc_style(font(15).color(&BLACK))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(200, 200, 200))
-            .draw()
-            .map_err(chart_err)?;
-
-        let gap = if days.len() <= 31 { 3 } else { 1 };
-        let mut bars = Vec::new();
-        for (i, x) in (0..days.len()).zip((0..slots).map(|d| 2 * d)) {
-            let mut base = 0u64;
-            for (r, row) in self.rows.iter().enumerate() {
-                let count = row.per_day.get(i).copied().unwrap_or(0);
-                if count == 0 {
-                    continue;
-                }
-                let top = base + count;
-                let mut bar = Rectangle::new([(x, base), (x + 2, top)], colour(r).filled());
-                bar.set_margin(0, 0, gap, gap);
-                bars.push(bar);
-                base = top;
-            }
-        }
-        chart.draw_series(bars).map_err(chart_err)?;
-
-        // The legend: a swatch and "label (total)" per ticket type, as many as fit.
-        let line_height = 24;
-        let (_, legend_height) = legend_area.dim_in_pixel();
-        let fit = usize::try_from((legend_height.saturating_sub(40)) / line_height)
-            .unwrap_or(0)
-            .max(2);
-        let labels = chart_labels(&self.rows);
-        let shown = if self.rows.len() > fit {
-            fit - 1
-        } else {
-            self.rows.len()
-        };
-        let mut y = 24i32;
-        let step = line_height as i32;
-        legend_area
-            .draw(&Text::new(
-                "Ticket types",
-                (8, y - 4),
-                font(16).color(&BLACK),
-            ))
-            .map_err(chart_err)?;
-        y += step;
-        if self.rows.is_empty() {
-            legend_area
-                .draw(&Text::new("(no sales)", (8, y), font(14).color(&BLACK)))
-                .map_err(chart_err)?;
-        }
-        for (r, (row, label)) in self.rows.iter().zip(&labels).take(shown).enumerate() {
-            legend_area
-                .draw(&Rectangle::new(
-                    [(8, y + 1), (22, y + 15)],
-                    colour(r).filled(),
-                ))
-                .map_err(chart_err)?;
-            let text = format!("{label} ({})", row.total);
-            legend_area
-                .draw(&Text::new(text, (28, y), font(14).color(&BLACK)))
-                .map_err(chart_err)?;
-            y += step;
-        }
-        if shown < self.rows.len() {
-            let more = format!("... and {} more", self.rows.len() - shown);
-            legend_area
-                .draw(&Text::new(more, (8, y), font(14).color(&BLACK)))
-                .map_err(chart_err)?;
-        }
-        root.present().map_err(chart_err)?;
-        Ok(())
-    }
-}
-
-/// The name the embedded font is registered under in plotters' global font table.
-const FONT_FAMILY: &str = "autopilot-report-noto-sans";
-
-fn ensure_font() -> Result<(), ReportError> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| {
-        register_font(FONT_FAMILY, FontStyle::Normal, ttf_noto_sans::REGULAR).is_ok()
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(ReportError::Chart(
-            "the embedded font could not be loaded".to_string(),
-        ))
-    }
-}
-
-/// Distinct bar colours (Tableau 10 and two more), repeated past twelve types.
-const COLOURS: [RGBColor; 12] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-    RGBColor(0, 0, 128),
-    RGBColor(128, 128, 0),
-];
-
-fn colour(index: usize) -> RGBColor {
-    COLOURS[index % COLOURS.len()]
-}
-
-/// The printable-ASCII part of `text`, spaces collapsed, separators trimmed from both ends,
-/// cut to `max` characters (ending in "..." when cut).
-fn ascii_text(text: &str, max: usize) -> String {
-    let kept: String = text
-        .chars()
-        .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
-        .collect();
-    let joined = kept.split_whitespace().collect::<Vec<_>>().join(" ");
-    let trimmed = joined.trim_matches(|c: char| " -_/|:;,.".contains(c));
-    if trimmed.chars().count() > max {
-        let cut: String = trimmed.chars().take(max.saturating_sub(3)).collect();
-        format!("{}...", cut.trim_end())
-    } else {
-        trimmed.to_string()
-    }
-}
-
-/// How the chart names a ticket type: the ASCII part of its name (up to 22 characters), or
-/// "Ticket N" (N = `position`, from 1) when no ASCII letter is left ("票種 2" would otherwise
-/// read as a bare "2").
-pub fn chart_label(ticket_name: &str, position: usize) -> String {
-    let label = ascii_text(ticket_name, 22);
-    if label.chars().any(|c| c.is_ascii_alphabetic()) {
-        label
-    } else {
-        format!("Ticket {position}")
-    }
-}
-
-/// The chart labels of rows, made unique by appending " (2)", " (3)"… to repeats.
-fn chart_labels(rows: &[DailyRow]) -> Vec<String> {
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    rows.iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let label = chart_label(&row.ticket_name, i + 1);
-            let n = seen.entry(label.clone()).or_insert(0);
-            *n += 1;
-            if *n == 1 {
-                label
-            } else {
-                format!("{label} ({n})")
-            }
-        })
-        .collect()
-}
-
-/// PNG bytes of an 8-bit RGB image. The `png` crate's output depends only on the pixels and
-/// these settings, so the same report always gives the same bytes.
-fn encode_png(width: u32, height: u32, rgb: &[u8]) -> Result<Vec<u8>, ReportError> {
-    let mut bytes = Vec::new();
-    let mut encoder = ::png::Encoder::new(&mut bytes, width, height);
-    encoder.set_color(::png::ColorType::Rgb);
-    encoder.set_depth(::png::BitDepth::Eight);
-    encoder.set_compression(::png::Compression::Default);
-    let mut writer = encoder
-        .write_header()
-        .map_err(|e| ReportError::Chart(format!("PNG header: {e}")))?;
-    writer
-        .write_image_data(rgb)
-        .map_err(|e| ReportError::Chart(format!("PNG data: {e}")))?;
-    writer
-        .finish()
-        .map_err(|e| ReportError::Chart(format!("PNG end: {e}")))?;
-    Ok(bytes)
 }
