@@ -197,6 +197,10 @@ pub struct Upstream {
     pub name: &'static str,
     pub policy: RetryPolicy,
     attempts: AtomicU64,
+    /// When the upstream said its rate-limit bucket is empty (`X-RateLimit-Remaining: 0`),
+    /// the instant it refills (`X-RateLimit-Reset-After`): the next request waits for it
+    /// instead of drawing a 429.
+    refill_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Upstream {
@@ -205,6 +209,7 @@ impl Upstream {
             name,
             policy,
             attempts: AtomicU64::new(0),
+            refill_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -224,6 +229,7 @@ impl Upstream {
         let mut timeouts = 0;
         loop {
             attempt += 1;
+            self.wait_for_refill().await;
             self.attempts.fetch_add(1, Ordering::Relaxed);
             let outcome = self.attempt_once(what, build()).await;
             let error = match outcome {
@@ -271,6 +277,7 @@ impl Upstream {
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers());
+        self.note_rate_limit(response.headers());
         if status.is_success() {
             let body = response
                 .bytes()
@@ -303,6 +310,43 @@ impl Upstream {
                 status: other,
             },
         })
+    }
+
+    /// Waits until an emptied rate-limit bucket refills (Discord's `X-RateLimit-*`).
+    async fn wait_for_refill(&self) {
+        let refill_at = *self.refill_at.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = refill_at {
+            if at > tokio::time::Instant::now() {
+                tracing::debug!(
+                    upstream = self.name,
+                    "rate-limit bucket empty, waiting for it"
+                );
+                tokio::time::sleep_until(at).await;
+            }
+        }
+    }
+
+    /// Remembers an empty bucket's refill time; a bucket with requests left clears it. A
+    /// refill further off than the policy's patience is capped there: the 429 that may follow
+    /// is handled like any other.
+    fn note_rate_limit(&self, headers: &reqwest::header::HeaderMap) {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let Some(remaining) =
+            text("x-ratelimit-remaining").and_then(|v| v.trim().parse::<f64>().ok())
+        else {
+            return;
+        };
+        let mut refill_at = self.refill_at.lock().unwrap_or_else(|e| e.into_inner());
+        if remaining > 0.0 {
+            *refill_at = None;
+            return;
+        }
+        if let Some(wait) = text("x-ratelimit-reset-after")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .and_then(wait_of)
+        {
+            *refill_at = Some(tokio::time::Instant::now() + wait.min(self.policy.max_retry_after));
+        }
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> UpstreamError {

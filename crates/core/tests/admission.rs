@@ -666,3 +666,55 @@ async fn an_explicit_resend_is_the_only_second_mail() {
         .to_string()
         .contains("EVENT_ID/ATTENDEE_ID"));
 }
+
+#[tokio::test]
+async fn a_deleted_webhook_is_reported_once_and_left_alone_until_replaced() {
+    let world = World::new().await;
+    world.mailgun_accepts().await;
+    let deleted = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(serde_json::json!({"message": "Unknown Webhook", "code": 10015})),
+        )
+        .mount(&deleted)
+        .await;
+    let gone: Arc<dyn Notifier> =
+        Arc::new(DiscordWebhook::new(&format!("{}{WEBHOOK}", deleted.uri()), fast()).unwrap());
+    let broken = || {
+        world
+            .reconciler("wrong-token", true, true)
+            .with_notifier(gone.clone())
+    };
+    let first = broken().run().await;
+    let said: Vec<&String> = first
+        .warnings
+        .iter()
+        .filter(|w| w.contains("deleted"))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", first.warnings);
+    assert!(said[0].contains("DISCORD_WEBHOOK_URL"), "{}", said[0]);
+    assert!(!said[0].contains("secret-token") && !said[0].contains(&deleted.uri()));
+    assert!(first.notice_webhook_gone.is_some());
+    // The next runs still want to alert, but neither call the deleted webhook nor repeat
+    // the warning.
+    for _ in 0..2 {
+        let again = broken().run().await;
+        assert!(
+            again.warnings.iter().all(|w| !w.contains("deleted")),
+            "{:?}",
+            again.warnings
+        );
+        assert_eq!(again.notice_webhook_gone, first.notice_webhook_gone);
+    }
+    assert_eq!(
+        World::posts(&deleted, WEBHOOK).await.len(),
+        1,
+        "one 404, never retried"
+    );
+    // A new webhook (another URL) is used at once: the alert arrives.
+    let replaced = world.reconciler("wrong-token", true, true).run().await;
+    assert_eq!(replaced.notice.as_deref(), Some("alert"), "{replaced:?}");
+    assert_eq!(replaced.notice_webhook_gone, None);
+    assert_eq!(world.discord_messages().await.len(), 1);
+}

@@ -544,12 +544,56 @@ async fn rows_refused_every_time_fail_with_counts_and_reasons_never_contents() {
     let error = store(&server).upsert_attendees(&rows).await.unwrap_err();
     let text = error.to_string();
     assert!(matches!(error, StoreError::Backend(_)));
-    assert!(text.contains("3 of 3 rows refused"), "{text}");
-    assert!(text.contains("invalid, stopped"), "{text}");
-    assert!(text.contains("invalid"), "{text}");
+    assert!(text.contains("1 of 3 rows refused"), "{text}");
+    assert!(text.contains("(reasons: invalid)"), "{text}");
+    assert!(text.contains("2 rows stopped"), "{text}");
     assert!(!text.contains("SECRET"), "{text}");
     assert!(!text.contains("PyCon"), "{text}");
     assert_eq!(calls.load(Ordering::SeqCst), 3, "first try + 2 retries");
+    // The retries carry the refused row alone: the stopped ones are not resent into the
+    // same failure (the next run writes them).
+    let inserts = bodies(&server, "/insertAll").await;
+    assert_eq!(inserts[0]["skipInvalidRows"], true);
+    assert_eq!(insert_ids(&inserts[0]).len(), 3);
+    for retry in &inserts[1..] {
+        assert_eq!(insert_ids(retry), [insert_ids(&inserts[0])[1].clone()]);
+    }
+}
+
+#[tokio::test]
+async fn rows_stopped_by_a_transient_refusal_are_not_resent_but_fail_the_insert() {
+    let server = MockServer::start().await;
+    mount_existing(&server).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    Mock::given(method("POST"))
+        .and(path_regex(r"/insertAll$"))
+        .respond_with(RefuseRows {
+            refuse: vec![2],
+            reason: "backendError",
+            stop_others: true,
+            times: 1,
+            calls: calls.clone(),
+        })
+        .mount(&server)
+        .await;
+    let rows = vec![row(1, at(1)), row(2, at(1)), row(3, at(1))];
+    let error = store(&server).upsert_attendees(&rows).await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("2 of 3 rows were stopped"), "{text}");
+    let inserts = bodies(&server, "/insertAll").await;
+    assert_eq!(
+        inserts.len(),
+        2,
+        "the first try and the refused row's retry"
+    );
+    assert_eq!(
+        insert_ids(&inserts[1]),
+        [insert_ids(&inserts[0])[1].clone()]
+    );
+    // The next run sends them all again (same insertIds: BigQuery keeps one of each).
+    store(&server).upsert_attendees(&rows).await.unwrap();
+    let inserts = bodies(&server, "/insertAll").await;
+    assert_eq!(insert_ids(&inserts[2]), insert_ids(&inserts[0]));
 }
 
 #[tokio::test]

@@ -429,3 +429,70 @@ fn debug_output_hides_the_token() {
     assert_no_token(&debug);
     assert!(debug.contains("discord.com"), "{debug}");
 }
+
+#[tokio::test]
+async fn an_empty_rate_limit_bucket_is_waited_out_before_a_429() {
+    let server = MockServer::start().await;
+    // Discord says the bucket is empty and refills in 0.8 s; a request before then would be
+    // answered 429.
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(204)
+                .insert_header("x-ratelimit-limit", "5")
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset-after", "0.8")
+                .insert_header("x-ratelimit-bucket", "abcd1234"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let first_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let seen = first_at.clone();
+    Mock::given(method("POST"))
+        .respond_with(move |_: &wiremock::Request| {
+            let refilled = seen
+                .lock()
+                .unwrap()
+                .is_some_and(|at: Instant| at.elapsed() >= Duration::from_millis(750));
+            if refilled {
+                ResponseTemplate::new(204).insert_header("x-ratelimit-remaining", "4")
+            } else {
+                rate_limited(0.8)
+            }
+        })
+        .mount(&server)
+        .await;
+    let hook = webhook(&server);
+    hook.notify(&notice("one")).await.expect("posted");
+    *first_at.lock().unwrap() = Some(Instant::now());
+    let started = Instant::now();
+    hook.notify(&notice("two"))
+        .await
+        .expect("posted after the refill");
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(requests(&server).await.len(), 2, "no 429 drawn");
+    assert_eq!(hook.attempts(), 2);
+    // A bucket with requests left does not hold the next one.
+    let started = Instant::now();
+    hook.notify(&notice("three")).await.expect("posted");
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn a_webhook_fingerprint_tells_webhooks_apart_and_hides_the_token() {
+    let a = DiscordWebhook::new(&format!("https://discord.com{}", hook_path()), options()).unwrap();
+    let b = DiscordWebhook::new(
+        "https://discord.com/api/webhooks/124/other-token",
+        options(),
+    )
+    .unwrap();
+    assert_eq!(a.fingerprint(), a.fingerprint());
+    assert_ne!(a.fingerprint(), b.fingerprint());
+    assert_eq!(a.fingerprint().len(), 16);
+    assert!(!a.fingerprint().contains(TOKEN));
+}

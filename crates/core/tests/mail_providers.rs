@@ -24,7 +24,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 const KEY: &str = "key-s3cret-api-key";
 const DOMAIN: &str = "mg.example.com";
 const MESSAGES: &str = "/v3/mg.example.com/messages";
-const EVENTS: &str = "/api/events/";
+const EVENTS: &str = "/api/events";
 const FROM: &str = "PyCon Taiwan <registration@pycon.tw>";
 const EMAIL: &str = "xxx@gmail.com";
 const NAME: &str = "李xx";
@@ -965,6 +965,34 @@ async fn klaviyo_bad_credentials_fail_for_good() {
         assert_clean(reason);
         assert_eq!(requests(&server).await.len(), 1);
     }
+}
+
+#[tokio::test]
+async fn klaviyo_posts_to_the_path_without_a_slash_and_refuses_redirects() {
+    let server = MockServer::start().await;
+    // The spec's path is `/api/events`; a redirect (here to the old slashed path) is not
+    // followed: it could carry the key or the body to another place.
+    Mock::given(method("POST"))
+        .and(path("/api/events"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("location", format!("{}/api/events/", server.uri())),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/events/"))
+        .respond_with(accepted())
+        .mount(&server)
+        .await;
+    let results = klaviyo(&server).send(&template(), &one(), false).await;
+    let (reason, transient) = failed(&results[0]);
+    assert!(!transient, "a redirect is a misconfiguration, not a blip");
+    assert!(reason.contains("307"), "{reason}");
+    assert_clean(reason);
+    let seen = requests(&server).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].url.path(), "/api/events");
 }
 
 #[tokio::test]

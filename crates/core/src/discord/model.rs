@@ -660,7 +660,8 @@ impl Choice {
 /// A file attached to a message, referencing the multipart part `files[{id}]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartialAttachment {
-    pub id: u64,
+    /// A snowflake string (for an upload, the index of its `files[n]` part).
+    pub id: String,
     pub filename: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -840,7 +841,7 @@ pub struct EmbedImage {
 
 /// A slash command (`CHAT_INPUT`) as sent to `PUT /applications/{id}/commands` (or the
 /// guild variant). Deserialising what `GET` returns works too: fields such as `id`,
-/// `application_id`, `version`, `type`, `nsfw`, `contexts` are ignored. Fetch with
+/// `application_id`, `version`, `type`, `nsfw`, `integration_types` are ignored. Fetch with
 /// `?with_localizations=true`, otherwise Discord omits `description_localizations`.
 /// Compare sets with [`commands_differ`], which tolerates Discord's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -854,9 +855,22 @@ pub struct CommandDefinition {
     /// Permission bit set as a decimal string; `None` lets everyone see the command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_member_permissions: Option<String>,
-    /// Whether the (global) command is usable in DMs.
+    /// Where the command can be used (Discord's replacement for the deprecated
+    /// `dm_permission`); `None` leaves Discord's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dm_permission: Option<bool>,
+    pub contexts: Option<Vec<InteractionContextType>>,
+}
+
+/// Where an interaction can happen: `contexts` of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum InteractionContextType {
+    /// In a server.
+    Guild = 0,
+    /// In the bot's own DM.
+    BotDm = 1,
+    /// In group DMs and other users' DMs (user-installed apps).
+    PrivateChannel = 2,
 }
 
 /// An option of a [`CommandDefinition`]: a subcommand or a parameter.
@@ -918,8 +932,8 @@ impl CommandDefinition {
     pub fn same_as(&self, existing: &CommandDefinition) -> bool {
         let want = self.normalized();
         let mut have = existing.normalized();
-        if want.dm_permission.is_none() || have.dm_permission.is_none() {
-            have.dm_permission = want.dm_permission;
+        if want.contexts.is_none() || have.contexts.is_none() {
+            have.contexts.clone_from(&want.contexts);
         }
         want == have
     }
@@ -938,7 +952,11 @@ impl CommandDefinition {
             description_localizations: non_empty(&self.description_localizations),
             options,
             default_member_permissions: self.default_member_permissions.clone(),
-            dm_permission: self.dm_permission,
+            contexts: self.contexts.clone().map(|mut contexts| {
+                contexts.sort();
+                contexts.dedup();
+                contexts
+            }),
         }
     }
 }
@@ -1041,7 +1059,7 @@ fn zh_tw_map(text: &str) -> HashMap<String, String> {
 
 /// Whether the registered command set `existing` (from `GET …/commands?with_localizations=true`)
 /// differs from `desired`, ignoring order and Discord's defaults: empty localisation maps
-/// equal absent ones, and `dm_permission` is compared only when `desired` sets it and
+/// equal absent ones, and `contexts` is compared only when `desired` sets it and
 /// Discord returned it (guild commands carry none).
 pub fn commands_differ(desired: &[CommandDefinition], existing: &[CommandDefinition]) -> bool {
     if desired.len() != existing.len() {
@@ -1065,7 +1083,7 @@ pub const COMMAND_AUTOPILOT: &str = "autopilot";
 /// - `/autopilot poll`, `/autopilot resend reference`
 ///
 /// Access is checked by the handler (roles), not by `default_member_permissions`. Both
-/// are guild-only (`dm_permission: false`): the role check needs a guild member.
+/// are guild-only (`contexts: [0]`): the role check needs a guild member.
 pub fn commands() -> Vec<CommandDefinition> {
     let slug = || {
         OptionDefinition::string("slug", "Event slug on KKTIX", "KKTIX 上的活動代稱（slug）")
@@ -1184,7 +1202,7 @@ pub fn commands() -> Vec<CommandDefinition> {
     [event, autopilot]
         .into_iter()
         .map(|mut command| {
-            command.dm_permission = Some(false);
+            command.contexts = Some(vec![InteractionContextType::Guild]);
             command
         })
         .collect()
@@ -1548,10 +1566,21 @@ mod tests {
         let existing: Vec<CommandDefinition> = serde_json::from_value(fetched)?;
         assert!(!commands_differ(&desired, &existing));
 
-        // Guild commands come back without dm_permission.
+        // Guild-only through `contexts`, not the deprecated `dm_permission`.
+        assert!(wire.as_array().into_iter().flatten().all(|c| {
+            c["contexts"] == serde_json::json!([0]) && c.get("dm_permission").is_none()
+        }));
+        // Guild commands come back without contexts.
         let mut guild = existing.clone();
-        guild.iter_mut().for_each(|c| c.dm_permission = None);
+        guild.iter_mut().for_each(|c| c.contexts = None);
         assert!(!commands_differ(&desired, &guild));
+        // A command also usable in DMs differs.
+        let mut in_dms = existing.clone();
+        in_dms[0].contexts = Some(vec![
+            InteractionContextType::Guild,
+            InteractionContextType::BotDm,
+        ]);
+        assert!(commands_differ(&desired, &in_dms));
 
         let mut changed = existing.clone();
         changed[0].options[0].description = "changed".to_owned();

@@ -9,7 +9,7 @@ use super::model::CommandDefinition;
 use crate::pii::Sensitive;
 use crate::upstream::{build_client, join_url, HttpOptions, Upstream, UpstreamError};
 
-pub const DISCORD_DEFAULT_API_BASE: &str = "https://discord.com/api/v10";
+pub use super::settings::DISCORD_DEFAULT_API_BASE;
 const UPSTREAM: &str = "Discord";
 
 /// A file attached to a message.
@@ -75,7 +75,8 @@ impl DiscordApi {
             let attachments: Vec<serde_json::Value> = files
                 .iter()
                 .enumerate()
-                .map(|(id, file)| serde_json::json!({"id": id, "filename": file.filename}))
+                // Attachment ids are snowflake strings; for an upload, the index of `files[n]`.
+                .map(|(id, file)| serde_json::json!({"id": id.to_string(), "filename": file.filename}))
                 .collect();
             payload["attachments"] = attachments.into();
         }

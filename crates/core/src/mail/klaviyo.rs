@@ -1,4 +1,4 @@
-//! Klaviyo: one event per invitation through the Events API (`POST /api/events/`, JSON:API);
+//! Klaviyo: one event per invitation through the Events API (`POST /api/events`, JSON:API);
 //! a Klaviyo flow triggered by the metric turns it into the email, so the template lives in
 //! Klaviyo and this side sends the values.
 //!
@@ -18,14 +18,13 @@ use crate::model::Link;
 use crate::pii::Sensitive;
 use crate::upstream::{build_client, join_url, HttpOptions, Upstream, UpstreamError};
 
-pub const KLAVIYO_DEFAULT_API_BASE: &str = "https://a.klaviyo.com";
 /// The API revision every request names (`revision` header). Klaviyo supports a revision for
 /// two years after its release; the Create Event body has kept this shape since 2023-07-15.
 pub const KLAVIYO_REVISION: &str = "2026-04-15";
 
 const UPSTREAM: &str = "Klaviyo";
 const PROVIDER: &str = "klaviyo";
-const EVENTS_PATH: &str = "/api/events/";
+const EVENTS_PATH: &str = "/api/events";
 const JSON_API: &str = "application/vnd.api+json";
 /// Event requests in flight at once (Klaviyo's burst limit for this endpoint is far higher).
 const CONCURRENCY: usize = 4;

@@ -93,6 +93,13 @@ impl Notifier for DiscordWebhook {
             .await?;
         Ok(())
     }
+
+    /// The first 8 bytes of the URL's SHA-256: stable for one webhook, new for a replacement,
+    /// and no use for posting.
+    fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(&Sha256::digest(self.url.as_str().as_bytes())[..8])
+    }
 }
 
 /// Validates the webhook URL without ever echoing it, and sets `wait=true`.

@@ -20,6 +20,12 @@ pub struct Notice {
 #[async_trait]
 pub trait Notifier: Send + Sync {
     async fn notify(&self, notice: &Notice) -> Result<(), UpstreamError>;
+
+    /// What tells this destination apart from a replacement (a digest, never the secret
+    /// URL): a deleted webhook is remembered by it.
+    fn fingerprint(&self) -> String {
+        String::new()
+    }
 }
 
 /// Locally: notices printed to the console — on stderr, so `autopilot poll --once --json`

@@ -4,6 +4,7 @@
 
 use super::{Reconciler, RunOutcome, RunSummary};
 use crate::notify::Notice;
+use crate::upstream::UpstreamError;
 
 /// Discord's limit on a message's content, in characters.
 const MAX_CONTENT_CHARS: usize = 2000;
@@ -139,11 +140,35 @@ impl Reconciler {
         let plan = compose_notice(summary, &previous, self.options.alert_after_failing_runs);
         let was_alerting = previous.first().is_some_and(|run| run.alerting);
         summary.alerting = plan.alerting;
-        let (Some(notice), Some(notifier)) = (&plan.notice, &self.notifier) else {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        // A webhook that answered 404 is deleted: said once, then left alone until replaced.
+        let fingerprint = notifier.fingerprint();
+        let gone = previous
+            .first()
+            .and_then(|run| run.notice_webhook_gone.as_deref())
+            .is_some_and(|gone| gone == fingerprint);
+        if gone {
+            summary.notice_webhook_gone = Some(fingerprint);
+            if plan.notice.is_some() {
+                summary.alerting = was_alerting;
+            }
+            return;
+        }
+        let Some(notice) = &plan.notice else {
             return;
         };
         match notifier.notify(notice).await {
             Ok(()) => summary.notice = Some(plan.kinds.join("+")),
+            Err(error @ UpstreamError::NotFound { .. }) => {
+                summary.alerting = was_alerting && plan.alerting;
+                summary.notice_webhook_gone = Some(fingerprint);
+                summary.warnings.push(format!(
+                    "the channel notice was not delivered: {error} (deleted); notices stop \
+                     until DISCORD_WEBHOOK_URL names a new webhook"
+                ));
+            }
             Err(error) => {
                 // An alert that did not arrive is tried again next run.
                 summary.alerting = was_alerting && plan.alerting;

@@ -1045,7 +1045,11 @@ impl BigQueryStore {
     }
 
     /// Streams rows in chunks; retries a chunk on transient failures (its insertIds make
-    /// that safe) and then the rows an answer lists in `insertErrors`.
+    /// that safe). With `skipInvalidRows` the valid rows of a request land even when some
+    /// are refused; after a partial `insertErrors` only the rows refused with a reason of
+    /// their own are resent. Rows marked `stopped` (refused only because another row was,
+    /// which BigQuery does without `skipInvalidRows`) are not resent into the same failure:
+    /// they make the insert fail so the next run, level-triggered, writes them again.
     async fn insert(
         &self,
         dataset: &str,
@@ -1062,9 +1066,11 @@ impl BigQueryStore {
         let what = format!("insert into {dataset}.{table}");
         for chunk in rows.chunks(chunk_rows) {
             let mut pending: Vec<&InsertRow> = chunk.iter().collect();
+            let mut stopped = 0usize;
             let mut round = 0;
             loop {
                 let mut request = TableDataInsertAllRequest::new();
+                request.skip_invalid_rows();
                 for row in &pending {
                     request
                         .add_row(Some(row.insert_id.clone()), &row.json)
@@ -1079,9 +1085,6 @@ impl BigQueryStore {
                     .await
                     .map_err(|failure| failure.into_store(&what, false))?;
                 let errors = answer.insert_errors.unwrap_or_default();
-                if errors.is_empty() {
-                    break;
-                }
                 let mut failed = BTreeSet::new();
                 let mut reasons = BTreeSet::new();
                 for error in &errors {
@@ -1094,30 +1097,51 @@ impl BigQueryStore {
                                 "BigQuery {what}: insertErrors names a row index outside the request"
                             ))
                         })?;
-                    failed.insert(index);
-                    for detail in error.errors.iter().flatten() {
-                        reasons.insert(detail.reason.clone().unwrap_or_else(|| "unknown".into()));
+                    let own: Vec<String> = error
+                        .errors
+                        .iter()
+                        .flatten()
+                        .map(|detail| detail.reason.clone().unwrap_or_else(|| "unknown".into()))
+                        .filter(|reason| reason != "stopped")
+                        .collect();
+                    if own.is_empty() && error.errors.iter().flatten().next().is_some() {
+                        stopped += 1;
+                    } else {
+                        failed.insert(index);
+                        reasons.extend(own);
                     }
+                }
+                if failed.is_empty() {
+                    break;
                 }
                 let reasons: Vec<String> = reasons.into_iter().collect();
                 if round >= options.insert_error_retries {
                     return Err(StoreError::Backend(format!(
                         "BigQuery {what} failed: {} of {} rows refused after {} attempts \
-                         (reasons: {})",
+                         (reasons: {}){}",
                         failed.len(),
                         chunk.len(),
                         round + 1,
-                        reasons.join(", ")
+                        reasons.join(", "),
+                        stopped_note(stopped)
                     )));
                 }
                 tracing::debug!(
                     rows = failed.len(),
+                    stopped,
                     ?reasons,
                     "BigQuery refused rows, retrying them"
                 );
                 pending = failed.into_iter().map(|i| pending[i]).collect();
                 tokio::time::sleep(options.backoff(round)).await;
                 round += 1;
+            }
+            if stopped > 0 {
+                return Err(StoreError::Backend(format!(
+                    "BigQuery {what} incomplete: {stopped} of {} rows were stopped by another \
+                     row's refusal and are left for the next run",
+                    chunk.len()
+                )));
             }
         }
         Ok(())
@@ -1904,6 +1928,15 @@ impl ContactVault for BigQueryStore {
             tracing::warn!(event_id, %error, "shredded contacts are hidden from now on; their rows are deleted by a later shred");
         }
         Ok(live)
+    }
+}
+
+/// The tail of an insert failure that also left `stopped` rows out.
+fn stopped_note(stopped: usize) -> String {
+    if stopped == 0 {
+        String::new()
+    } else {
+        format!("; {stopped} rows stopped by them are left for the next run")
     }
 }
 
