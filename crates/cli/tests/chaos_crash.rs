@@ -31,7 +31,7 @@ use autopilot_sandbox::{AttendeeTruth, Sandbox, SandboxConfig};
 use autopilot_test_support::mailgun::{SendFault, SendRecord};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -97,10 +97,10 @@ impl<T: Answer> Respond for Fake<T> {
     }
 }
 
-/// Gather's guest list, kept as Gather keeps it.
+/// Gather's guest list (the shared fake), answering slowly at random.
 struct GatherFake {
     chaos: Chaos,
-    list: Mutex<Map<String, Value>>,
+    inner: Arc<autopilot_test_support::gather::GatherFake>,
 }
 
 impl Answer for GatherFake {
@@ -109,25 +109,7 @@ impl Answer for GatherFake {
             .chaos
             .draw()
             .map_or(Duration::ZERO, |r| self.chaos.slow(r));
-        if request.method.as_str() == "POST" {
-            if let Ok(body) = serde_json::from_slice::<Value>(&request.body) {
-                let mut list = self.list.lock().unwrap();
-                if body["overwrite"] == true {
-                    list.clear();
-                }
-                if let Some(entries) = body["guestlist"].as_object() {
-                    for (email, entry) in entries {
-                        list.insert(email.to_lowercase(), entry.clone());
-                    }
-                }
-            }
-            ResponseTemplate::new(200).set_delay(delay)
-        } else {
-            let list = Value::Object(self.list.lock().unwrap().clone());
-            ResponseTemplate::new(200)
-                .set_body_json(list)
-                .set_delay(delay)
-        }
+        self.inner.answer(request).set_delay(delay)
     }
 }
 
@@ -242,7 +224,7 @@ async fn sigkill_at_random_points_loses_nothing_and_never_mails_twice() {
 
     let gather = Arc::new(GatherFake {
         chaos: Chaos::new(seed ^ 1, 0.15),
-        list: Mutex::default(),
+        inner: autopilot_test_support::gather::GatherFake::new(),
     });
     let mailgun = Arc::new(MailgunFake {
         chaos: Chaos::new(seed ^ 2, 0.15),
@@ -424,7 +406,7 @@ async fn sigkill_at_random_points_loses_nothing_and_never_mails_twice() {
             rows.insert((row.event_id, row.attendee_id));
         }
     }
-    let guests = gather.list.lock().unwrap().clone();
+    let guests = gather.inner.emails();
     let log: Vec<SendRecord> = mailgun
         .inner
         .sends()
@@ -442,7 +424,7 @@ async fn sigkill_at_random_points_loses_nothing_and_never_mails_twice() {
     for (key, buyer) in &truth {
         let email = buyer.email.to_lowercase();
         let sent = mails.get(&email).map_or(0, Vec::len);
-        let listed = guests.contains_key(&email);
+        let listed = guests.contains(&email);
         let admission = admissions.get(key);
         // The folded ledger: nothing mailed without a grant, nothing granted without a load.
         if let Some(a) = admission {
@@ -476,7 +458,7 @@ async fn sigkill_at_random_points_loses_nothing_and_never_mails_twice() {
             assert!(!listed, "unpaid {key:?} on the guest list");
         }
     }
-    for address in mails.keys().chain(guests.keys()) {
+    for address in mails.keys().chain(guests.iter()) {
         assert!(
             event_of.contains_key(address),
             "a mail or guest entry for someone KKTIX never sold to"

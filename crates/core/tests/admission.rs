@@ -3,7 +3,6 @@
 //! nothing lost, the right guest revoked.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,29 +15,21 @@ use autopilot_core::pii::Sensitive;
 use autopilot_core::reconcile::{ReconcileOptions, Reconciler, RunOutcome};
 use autopilot_core::selection::{CategoryRules, EventSelector};
 use autopilot_core::store::{Ledger, SqliteStore};
-use autopilot_core::upstream::{HttpOptions, RetryPolicy};
-use autopilot_sandbox::{AttendeeTruth, RunningSandbox, Sandbox, SandboxConfig};
+use autopilot_core::upstream::HttpOptions;
+use autopilot_sandbox::{AttendeeTruth, RunningSandbox, Sandbox};
+use autopilot_test_support::discord::DiscordChannel;
 use autopilot_test_support::mailgun::{EventsMode, MailgunFake, SendFault};
+use autopilot_test_support::sandbox;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const SPACE: &str = "oxrhEtb3sV7VutbQ\\PyConTW";
 const DOMAIN: &str = "mg.example.org";
-const WEBHOOK: &str = "/api/webhooks/1234/secret-token";
+const WEBHOOK: &str = autopilot_test_support::discord::WEBHOOK_PATH;
 
 fn fast() -> HttpOptions {
-    HttpOptions {
-        timeout: Duration::from_millis(500),
-        retry: RetryPolicy {
-            max_attempts: 2,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            max_retry_after: Duration::from_secs(1),
-            retry_ambiguous: true,
-            retry_server_errors: true,
-        },
-    }
+    autopilot_test_support::fast::http(500, 2)
 }
 
 struct World {
@@ -48,7 +39,8 @@ struct World {
     gather: MockServer,
     mailgun: Arc<MailgunFake>,
     _mailgun_server: MockServer,
-    discord: MockServer,
+    _discord: MockServer,
+    channel: Arc<DiscordChannel>,
     access: Arc<dyn AccessService>,
     mail: Arc<dyn MailService>,
     notifier: Arc<dyn Notifier>,
@@ -56,15 +48,7 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let mut config = SandboxConfig::demo(11);
-        config.purchases_per_step = 0.0;
-        config.refund_share = 0.0;
-        config.atm_pay_per_step = 0.0;
-        let sandbox = Sandbox::new(config);
-        let running = sandbox
-            .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap();
+        let (sandbox, running) = sandbox::serve(sandbox::still(11)).await;
         let gather = MockServer::start().await;
         let mailgun_server = MockServer::start().await;
         let mailgun = MailgunFake::new(DOMAIN);
@@ -75,11 +59,7 @@ impl World {
             .respond_with(ResponseTemplate::new(200))
             .mount(&gather)
             .await;
-        Mock::given(method("POST"))
-            .and(path(WEBHOOK))
-            .respond_with(ResponseTemplate::new(204))
-            .mount(&discord)
-            .await;
+        let channel = DiscordChannel::mount(&discord).await;
         let access: Arc<dyn AccessService> = Arc::new(Authorizer::new(
             Arc::new(
                 GatherGuestList::new(
@@ -116,7 +96,8 @@ impl World {
             gather,
             mailgun,
             _mailgun_server: mailgun_server,
-            discord,
+            _discord: discord,
+            channel,
             access,
             mail,
             notifier,
@@ -191,14 +172,7 @@ impl World {
     }
 
     async fn discord_messages(&self) -> Vec<String> {
-        Self::posts(&self.discord, WEBHOOK)
-            .await
-            .iter()
-            .map(|r| {
-                let body: Value = serde_json::from_slice(&r.body).unwrap();
-                body["content"].as_str().unwrap().to_owned()
-            })
-            .collect()
+        self.channel.messages()
     }
 }
 

@@ -35,13 +35,13 @@ use autopilot_core::pii::Sensitive;
 use autopilot_core::reconcile::{ReconcileOptions, Reconciler, RunOutcome, RunSummary, Vault};
 use autopilot_core::selection::{CategoryRules, EventSelector};
 use autopilot_core::store::{Ledger, SqliteStore, Warehouse};
-use autopilot_core::upstream::{HttpOptions, RetryPolicy};
+use autopilot_core::upstream::HttpOptions;
 use autopilot_sandbox::faults::FaultConfig;
 use autopilot_sandbox::{AttendeeTruth, Sandbox, SandboxConfig};
 use autopilot_test_support::mailgun::SendFault;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -261,12 +261,10 @@ impl<T: Answer> Respond for Fake<T> {
     }
 }
 
-/// Gather's guest list, kept like Gather keeps it (emails lowercased).
+/// Gather's guest list (the shared fake), behind this suite's seeded faults.
 struct GatherFake {
     chaos: Chaos,
-    list: Mutex<Map<String, Value>>,
-    /// Every body posted (the destination of the emails: allowed to hold them).
-    overwrites: Mutex<Vec<Value>>,
+    inner: Arc<autopilot_test_support::gather::GatherFake>,
 }
 
 impl Answer for GatherFake {
@@ -275,20 +273,11 @@ impl Answer for GatherFake {
         if let Some(template) = fault.and_then(|(f, extra)| fault_answer(f, extra, false)) {
             // A 2xx with an odd body still did the write.
             if request.method.as_str() == "POST" && template_is_success(fault) {
-                self.apply(request);
+                self.inner.apply(&request.body);
             }
             return template;
         }
-        let delay = delay_of(fault);
-        if request.method.as_str() == "POST" {
-            self.apply(request);
-            ResponseTemplate::new(200).set_delay(delay)
-        } else {
-            let list = Value::Object(self.list.lock().unwrap().clone());
-            ResponseTemplate::new(200)
-                .set_body_json(list)
-                .set_delay(delay)
-        }
+        self.inner.answer(request).set_delay(delay_of(fault))
     }
 }
 
@@ -297,24 +286,6 @@ fn template_is_success(fault: Option<(WireFault, u64)>) -> bool {
         fault,
         Some((WireFault::Malformed | WireFault::Truncated, _))
     )
-}
-
-impl GatherFake {
-    fn apply(&self, request: &Request) {
-        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
-            return;
-        };
-        let mut list = self.list.lock().unwrap();
-        if body["overwrite"] == true {
-            list.clear();
-            self.overwrites.lock().unwrap().push(body.clone());
-        }
-        if let Some(entries) = body["guestlist"].as_object() {
-            for (email, entry) in entries {
-                list.insert(email.to_lowercase(), entry.clone());
-            }
-        }
-    }
 }
 
 /// Mailgun's send and Events APIs (the shared fake), behind this suite's seeded faults.
@@ -393,14 +364,7 @@ impl Answer for DiscordFake {
 fn fast(timeout: Duration) -> HttpOptions {
     HttpOptions {
         timeout,
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(10),
-            max_retry_after: Duration::from_secs(1),
-            retry_ambiguous: true,
-            retry_server_errors: true,
-        },
+        retry: autopilot_test_support::fast::retry(3),
     }
 }
 
@@ -572,8 +536,7 @@ async fn storm(seed: u64, runs: usize, p: f64) -> SeedReport {
             p,
             &[Server, RateLimited, Timeout, Slow, Malformed],
         ),
-        list: Mutex::default(),
-        overwrites: Mutex::default(),
+        inner: autopilot_test_support::gather::GatherFake::new(),
     });
     // Every fault Mailgun's users meet: 503 before queuing, 500 after queuing, 429, a timeout
     // after queuing, slow and unreadable answers; and its Events API fails on its own.
@@ -798,13 +761,13 @@ async fn storm(seed: u64, runs: usize, p: f64) -> SeedReport {
             rows.insert((row.event_id, row.attendee_id), row);
         }
     }
-    let guests = gather.list.lock().unwrap().clone();
+    let guests = gather.inner.emails();
     let mails = mailgun.accepted_per_address();
 
     for (key, buyer) in &truth {
         let admission = admissions.get(key);
         let mailed = mails.get(&buyer.email.to_lowercase()).copied().unwrap_or(0);
-        let listed = guests.contains_key(&buyer.email.to_lowercase());
+        let listed = guests.contains(&buyer.email.to_lowercase());
         if buyer.paid && !buyer.refunded {
             report.paid += 1;
             let admission =
@@ -861,7 +824,7 @@ async fn storm(seed: u64, runs: usize, p: f64) -> SeedReport {
         }
     }
     let known: HashSet<String> = truth.values().map(|a| a.email.to_lowercase()).collect();
-    for address in mails.keys().chain(guests.keys()) {
+    for address in mails.keys().chain(guests.iter()) {
         assert!(
             known.contains(address),
             "seed {seed}: a mail or guest entry for someone KKTIX never sold to"

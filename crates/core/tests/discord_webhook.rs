@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use autopilot_core::notify::{DiscordWebhook, Notice, Notifier};
-use autopilot_core::upstream::{HttpOptions, RetryPolicy, UpstreamError};
+use autopilot_core::upstream::{HttpOptions, UpstreamError};
 use serde_json::{json, Value};
 use wiremock::matchers::{any, body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -20,17 +20,7 @@ fn hook_path() -> String {
 }
 
 fn options() -> HttpOptions {
-    HttpOptions {
-        timeout: Duration::from_millis(300),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-            max_retry_after: Duration::from_secs(2),
-            retry_ambiguous: true,
-            retry_server_errors: true,
-        },
-    }
+    autopilot_test_support::fast::http(300, 3)
 }
 
 fn webhook(server: &MockServer) -> DiscordWebhook {

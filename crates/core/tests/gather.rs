@@ -11,7 +11,7 @@ use autopilot_core::access::{
     FileGuestList, GatherGuestList, Guest, GuestList, Removal, RemovalOutcome,
 };
 use autopilot_core::pii::{sha256_hex, EmailAddress, Sensitive};
-use autopilot_core::upstream::{HttpOptions, RetryPolicy, UpstreamError};
+use autopilot_core::upstream::{HttpOptions, UpstreamError};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -24,17 +24,7 @@ const ROLE: &str = "guest";
 const AFFILIATION: &str = "KKTIX Autopilot";
 
 fn options() -> HttpOptions {
-    HttpOptions {
-        timeout: Duration::from_millis(300),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-            max_retry_after: Duration::from_secs(2),
-            retry_ambiguous: true,
-            retry_server_errors: true,
-        },
-    }
+    autopilot_test_support::fast::http(300, 3)
 }
 
 fn gather(server: &MockServer) -> GatherGuestList {

@@ -20,7 +20,7 @@ use autopilot_core::reconcile::{
 };
 use autopilot_core::selection::{CatalogEntry, CatalogEvent, CategoryRules, Door, EventSelector};
 use autopilot_core::store::{ContactVault, Ledger, PipelineTable, SqliteStore, Warehouse};
-use autopilot_core::upstream::{HttpOptions, RetryPolicy};
+use autopilot_core::upstream::HttpOptions;
 use autopilot_sandbox::{AttendeeTruth, Sandbox, SandboxConfig};
 use autopilot_test_support::mailgun::{MailgunFake, SendFault};
 use bytes::Bytes;
@@ -34,17 +34,7 @@ const SLUG: &str = "pycontw-2026-individual";
 const TOKEN: &str = "webhook-token-0123456789";
 
 fn fast() -> HttpOptions {
-    HttpOptions {
-        timeout: Duration::from_millis(500),
-        retry: RetryPolicy {
-            max_attempts: 2,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            max_retry_after: Duration::from_secs(1),
-            retry_ambiguous: true,
-            retry_server_errors: true,
-        },
-    }
+    autopilot_test_support::fast::http(500, 2)
 }
 
 struct World {

@@ -19,14 +19,7 @@ const EMAIL: &str = "xxx@gmail.com";
 const NAME: &str = "李xx";
 
 fn policy() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-        max_retry_after: Duration::from_secs(2),
-        retry_ambiguous: true,
-        retry_server_errors: true,
-    }
+    autopilot_test_support::fast::retry(3)
 }
 
 fn options(concurrency: usize) -> KktixOptions {

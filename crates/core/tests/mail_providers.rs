@@ -15,7 +15,7 @@ use autopilot_core::mail::{
 };
 use autopilot_core::pii::{EmailAddress, Sensitive};
 use autopilot_core::store::AttendeeKey;
-use autopilot_core::upstream::{HttpOptions, RetryPolicy};
+use autopilot_core::upstream::HttpOptions;
 use autopilot_test_support::mailgun::{EventsMode, MailgunFake, SendFault};
 use serde_json::Value;
 use wiremock::matchers::{basic_auth, body_string_contains, header, method, path};
@@ -31,17 +31,7 @@ const NAME: &str = "李xx";
 const METRIC: &str = "KKTIX Autopilot Invitation";
 
 fn options() -> HttpOptions {
-    HttpOptions {
-        timeout: Duration::from_millis(300),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-            max_retry_after: Duration::from_secs(2),
-            retry_ambiguous: true,
-            retry_server_errors: true,
-        },
-    }
+    autopilot_test_support::fast::http(300, 3)
 }
 
 fn template() -> MailTemplate {

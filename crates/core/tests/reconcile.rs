@@ -10,7 +10,6 @@ use autopilot_core::pii::{sha256_hex, Sensitive};
 use autopilot_core::reconcile::{Reconciler, RunOutcome};
 use autopilot_core::selection::{CategoryRules, EventSelector};
 use autopilot_core::store::{Ledger, SqliteStore};
-use autopilot_core::upstream::RetryPolicy;
 use autopilot_sandbox::{AttendeeTruth, Corruption, RunningSandbox, Sandbox, SandboxConfig};
 
 const INDIVIDUAL: &str = "ods_kktix_ticket_individual_attendees";
@@ -54,11 +53,7 @@ fn reconciler_for(base_url: &str, token: &str, store: &Arc<SqliteStore>) -> Reco
         base_url,
         Sensitive::new(token.to_owned()),
         KktixOptions {
-            retry: RetryPolicy {
-                max_attempts: 2,
-                base_delay: std::time::Duration::from_millis(1),
-                ..RetryPolicy::default()
-            },
+            retry: autopilot_test_support::fast::retry(2),
             ..KktixOptions::default()
         },
     )

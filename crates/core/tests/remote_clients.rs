@@ -13,23 +13,13 @@ use autopilot_core::mail::{
 };
 use autopilot_core::pii::{EmailAddress, Sensitive};
 use autopilot_core::store::AttendeeKey;
-use autopilot_core::upstream::{HttpOptions, RetryPolicy};
+use autopilot_core::upstream::HttpOptions;
 use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn options() -> HttpOptions {
-    HttpOptions {
-        timeout: Duration::from_millis(300),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            max_retry_after: Duration::from_secs(1),
-            retry_ambiguous: true,
-            retry_server_errors: true,
-        },
-    }
+    autopilot_test_support::fast::http(300, 3)
 }
 
 fn key(attendee_id: u64) -> AttendeeKey {

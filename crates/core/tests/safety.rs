@@ -17,7 +17,6 @@ use autopilot_core::reconcile::{
 };
 use autopilot_core::selection::{CatalogEntry, CatalogEvent, CategoryRules, Door, EventSelector};
 use autopilot_core::store::{Ledger, RevokeHoldState, SqliteStore};
-use autopilot_core::upstream::RetryPolicy;
 use autopilot_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use bytes::Bytes;
 use serde_json::Value;
@@ -62,11 +61,7 @@ impl World {
             &self.base_url,
             Sensitive::new(self.sandbox.access_token()),
             KktixOptions {
-                retry: RetryPolicy {
-                    max_attempts: 2,
-                    base_delay: Duration::from_millis(1),
-                    ..RetryPolicy::default()
-                },
+                retry: autopilot_test_support::fast::retry(2),
                 ..KktixOptions::default()
             },
         )

@@ -1,5 +1,11 @@
-//! Fakes of the upstreams, speaking their documented wire formats, for the test suites and
-//! benches of every crate. Depends on no workspace crate, so nothing here can lean on the
-//! code under test.
+//! What the test suites and benches of every crate share, so a test reads as its scenario:
+//! fast retry policies ([`fast`]), fakes of the upstreams speaking their documented wire
+//! formats ([`mailgun`], [`discord`], [`gather`]) and the KKTIX sandbox served on a local
+//! port ([`sandbox`]). The fakes depend only on the wire formats, never on the client code
+//! under test.
 
+pub mod discord;
+pub mod fast;
+pub mod gather;
 pub mod mailgun;
+pub mod sandbox;

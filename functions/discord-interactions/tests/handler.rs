@@ -19,7 +19,7 @@ use autopilot_core::store::{
     AttendeeKey, AttendeeRow, EventRecord, LookupField, PipelineTable, SaleRecord, SqliteStore,
     StoreError, Warehouse,
 };
-use autopilot_core::upstream::{HttpOptions, RetryPolicy};
+use autopilot_core::upstream::HttpOptions;
 use chrono::{TimeZone, Utc};
 use discord_interactions::{finish, handle, LambdaDeferrer};
 use ed25519_dalek::{Signer, SigningKey};
@@ -215,11 +215,7 @@ async fn bot(warehouse: Arc<dyn Warehouse>, inline_budget_ms: u64) -> Bot {
         None,
         HttpOptions {
             timeout: Duration::from_secs(2),
-            retry: RetryPolicy {
-                max_attempts: 2,
-                base_delay: Duration::from_millis(1),
-                ..RetryPolicy::default()
-            },
+            retry: autopilot_test_support::fast::retry(2),
         },
     )
     .unwrap();
