@@ -80,8 +80,33 @@ pub struct DiscordBot {
     operations: Option<Arc<dyn Operations>>,
     api: Arc<DiscordApi>,
     deferrer: Arc<dyn Deferrer>,
-    /// The report chart's font, found once at start; why not, when there is none.
-    chart_font: Result<ChartFont, String>,
+    /// The report chart's font, found at the first report (reading a 5 MB font at start
+    /// would add milliseconds to every cold start); why not, when there is none.
+    chart_font: Arc<ChartFontSlot>,
+}
+
+/// The chart font, looked for once, when the first report needs it.
+struct ChartFontSlot {
+    configured: Option<String>,
+    font: std::sync::OnceLock<Result<ChartFont, String>>,
+}
+
+impl ChartFontSlot {
+    fn get(&self) -> Result<&ChartFont, &str> {
+        self.font
+            .get_or_init(|| {
+                let found = ChartFont::find(self.configured.as_deref()).map_err(|e| e.to_string());
+                match &found {
+                    Ok(font) => {
+                        tracing::info!(font = %font.path().display(), "report charts use this font")
+                    }
+                    Err(reason) => tracing::warn!(%reason, "reports carry the CSV only"),
+                }
+                found
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
 }
 
 /// Where a command's answer stands while the handler waits for it.
@@ -108,13 +133,10 @@ impl DiscordBot {
         api: Arc<DiscordApi>,
         deferrer: Arc<dyn Deferrer>,
     ) -> Self {
-        let chart_font = ChartFont::find(reports.chart_font.as_deref()).map_err(|e| e.to_string());
-        match &chart_font {
-            Ok(font) => {
-                tracing::info!(font = %font.path().display(), "report charts use this font")
-            }
-            Err(reason) => tracing::warn!(%reason, "reports will carry the CSV only"),
-        }
+        let chart_font = Arc::new(ChartFontSlot {
+            configured: reports.chart_font.clone(),
+            font: std::sync::OnceLock::new(),
+        });
         Self {
             public_key,
             warehouse,
@@ -130,7 +152,7 @@ impl DiscordBot {
 
     /// The report chart's font, or why there is none.
     pub fn chart_font(&self) -> Result<&ChartFont, &str> {
-        self.chart_font.as_ref().map_err(String::as_str)
+        self.chart_font.get()
     }
 
     pub async fn handle(&self, request: &HttpRequest) -> HttpResponse {
@@ -212,14 +234,14 @@ impl DiscordBot {
                 };
                 let warehouse = self.warehouse.clone();
                 let categories = self.categories.clone();
-                let font = self.chart_font.clone();
+                let fonts = self.chart_font.clone();
                 // Attachments go out by editing the deferred reply.
                 self.respond(
                     interaction,
                     false,
                     false,
                     Box::pin(async move {
-                        report(warehouse.as_ref(), &categories, &slug, &range, &font).await
+                        report(warehouse.as_ref(), &categories, &slug, &range, fonts.get()).await
                     }),
                 )
                 .await
@@ -595,7 +617,7 @@ async fn report(
     categories: &CategoryRules,
     slug: &str,
     range: &DateRange,
-    font: &Result<ChartFont, String>,
+    font: Result<&ChartFont, &str>,
 ) -> Reply {
     let (event, sales) = match find_sales(warehouse, categories, slug).await {
         Ok(found) => found,
@@ -613,7 +635,7 @@ async fn report(
         Err(error) => return Reply::text(format!("⚠️ 報表失敗 / The report failed: {error}")),
     }
     let mut note = String::new();
-    match font.as_ref().map(|font| report.to_png(&event.name, font)) {
+    match font.map(|font| report.to_png(&event.name, font)) {
         Ok(Ok(png)) => files.push(Attachment {
             filename: format!("{stem}.png"),
             content_type: "image/png",
