@@ -29,6 +29,31 @@ declare -A TARGET_MB=(
     [alarm-notifier]=5
 )
 
+echo "== what each function links (cargo tree): none carries code it does not use"
+# Crates that mark a capability: a function listed against one must not link it.
+declare -A FORBIDDEN=(
+    [authorizer]="rusqlite gcp-bigquery-client plotters ed25519-dalek minijinja lettre multer"
+    [receiver]="rusqlite gcp-bigquery-client plotters ed25519-dalek minijinja lettre multer"
+    [alarm-notifier]="rusqlite gcp-bigquery-client plotters ed25519-dalek minijinja lettre multer"
+    [mailer]="rusqlite gcp-bigquery-client plotters ed25519-dalek multer"
+    [kktix-poller]="plotters ed25519-dalek minijinja lettre"
+    [discord-interactions]="minijinja lettre multer"
+)
+linked_wrongly=0
+for name in "${FUNCTIONS[@]}"; do
+    tree=$(cargo tree --locked -p "$name" -e normal --prefix none)
+    for crate in ${FORBIDDEN[$name]}; do
+        if grep -q "^$crate v" <<<"$tree"; then
+            echo "error: $name links $crate" >&2
+            linked_wrongly=1
+        fi
+    done
+done
+if [[ $linked_wrongly -ne 0 ]]; then
+    exit 1
+fi
+echo "ok: no function links a store, BigQuery, the chart, Discord or mail providers it does not use"
+
 echo "== pip install cargo-lambda"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore cargo-lambda
 cargo lambda --version
