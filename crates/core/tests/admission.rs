@@ -7,13 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autopilot_core::access::{AccessService, Authorizer, Entitlements, GatherGuestList};
-use autopilot_core::deidentify::PrivacyRules;
-use autopilot_core::kktix::{KktixClient, KktixOptions};
 use autopilot_core::mail::{MailService, MailSettings, MailTemplate, Mailer, MailgunProvider};
 use autopilot_core::notify::{DiscordWebhook, Notifier};
 use autopilot_core::pii::Sensitive;
 use autopilot_core::reconcile::{ReconcileOptions, Reconciler, RunOutcome};
-use autopilot_core::selection::{CategoryRules, EventSelector};
 use autopilot_core::store::{Ledger, SqliteStore};
 use autopilot_core::upstream::HttpOptions;
 use autopilot_sandbox::{AttendeeTruth, RunningSandbox, Sandbox};
@@ -109,28 +106,12 @@ impl World {
     }
 
     fn reconciler(&self, token: &str, grant: bool, mail: bool) -> Reconciler {
-        let client = KktixClient::new(
-            &self.running.base_url,
-            Sensitive::new(token.to_owned()),
-            KktixOptions {
-                retry: fast().retry,
-                ..KktixOptions::default()
-            },
-        )
-        .unwrap();
-        let mut reconciler = Reconciler::new(
-            client,
-            self.store.clone(),
-            self.store.clone(),
-            EventSelector::default(),
-            CategoryRules::default(),
-            PrivacyRules::default(),
-        )
-        .with_notifier(self.notifier.clone())
-        .with_options(ReconcileOptions {
-            step_backoff: Duration::ZERO,
-            ..ReconcileOptions::default()
-        });
+        let mut reconciler = sandbox::reconciler(&self.running.base_url, token, &self.store)
+            .with_notifier(self.notifier.clone())
+            .with_options(ReconcileOptions {
+                step_backoff: Duration::ZERO,
+                ..ReconcileOptions::default()
+            });
         if grant {
             reconciler = reconciler.with_access(self.access.clone());
         }

@@ -496,22 +496,35 @@ impl Respond for RefuseRows {
     }
 }
 
-#[tokio::test]
-async fn partial_insert_errors_retry_only_the_failed_rows() {
+/// A BigQuery whose tables exist and whose `insertAll` refuses the rows `refuse` with
+/// `reason` (stopping the others when `stop_others`) for the first `times` calls; the calls
+/// counted.
+async fn refusing_rows(
+    refuse: Vec<i64>,
+    reason: &'static str,
+    stop_others: bool,
+    times: usize,
+) -> (MockServer, Arc<AtomicUsize>) {
     let server = MockServer::start().await;
     mount_existing(&server).await;
     let calls = Arc::new(AtomicUsize::new(0));
     Mock::given(method("POST"))
         .and(path_regex(r"/insertAll$"))
         .respond_with(RefuseRows {
-            refuse: vec![2],
-            reason: "backendError",
-            stop_others: false,
-            times: 1,
+            refuse,
+            reason,
+            stop_others,
+            times,
             calls: calls.clone(),
         })
         .mount(&server)
         .await;
+    (server, calls)
+}
+
+#[tokio::test]
+async fn partial_insert_errors_retry_only_the_failed_rows() {
+    let (server, _) = refusing_rows(vec![2], "backendError", false, 1).await;
     let rows = vec![row(1, at(1)), row(2, at(1)), row(3, at(1))];
     store(&server).upsert_attendees(&rows).await.unwrap();
     let inserts = bodies(&server, "/insertAll").await;
@@ -526,20 +539,7 @@ async fn partial_insert_errors_retry_only_the_failed_rows() {
 
 #[tokio::test]
 async fn rows_refused_every_time_fail_with_counts_and_reasons_never_contents() {
-    let server = MockServer::start().await;
-    mount_existing(&server).await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    Mock::given(method("POST"))
-        .and(path_regex(r"/insertAll$"))
-        .respond_with(RefuseRows {
-            refuse: vec![2],
-            reason: "invalid",
-            stop_others: true,
-            times: usize::MAX,
-            calls: calls.clone(),
-        })
-        .mount(&server)
-        .await;
+    let (server, calls) = refusing_rows(vec![2], "invalid", true, usize::MAX).await;
     let rows = vec![row(1, at(1)), row(2, at(1)), row(3, at(1))];
     let error = store(&server).upsert_attendees(&rows).await.unwrap_err();
     let text = error.to_string();
@@ -562,20 +562,7 @@ async fn rows_refused_every_time_fail_with_counts_and_reasons_never_contents() {
 
 #[tokio::test]
 async fn rows_stopped_by_a_transient_refusal_are_not_resent_but_fail_the_insert() {
-    let server = MockServer::start().await;
-    mount_existing(&server).await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    Mock::given(method("POST"))
-        .and(path_regex(r"/insertAll$"))
-        .respond_with(RefuseRows {
-            refuse: vec![2],
-            reason: "backendError",
-            stop_others: true,
-            times: 1,
-            calls: calls.clone(),
-        })
-        .mount(&server)
-        .await;
+    let (server, _) = refusing_rows(vec![2], "backendError", true, 1).await;
     let rows = vec![row(1, at(1)), row(2, at(1)), row(3, at(1))];
     let error = store(&server).upsert_attendees(&rows).await.unwrap_err();
     let text = error.to_string();

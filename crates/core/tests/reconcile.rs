@@ -4,11 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use autopilot_core::deidentify::PrivacyRules;
-use autopilot_core::kktix::{KktixClient, KktixOptions};
-use autopilot_core::pii::{sha256_hex, Sensitive};
+use autopilot_core::pii::sha256_hex;
 use autopilot_core::reconcile::{Reconciler, RunOutcome};
-use autopilot_core::selection::{CategoryRules, EventSelector};
 use autopilot_core::store::{Ledger, SqliteStore};
 use autopilot_sandbox::{AttendeeTruth, Corruption, RunningSandbox, Sandbox, SandboxConfig};
 
@@ -49,23 +46,7 @@ async fn harness_with(config: SandboxConfig, make: &dyn Fn(SandboxConfig) -> San
 }
 
 fn reconciler_for(base_url: &str, token: &str, store: &Arc<SqliteStore>) -> Reconciler {
-    let client = KktixClient::new(
-        base_url,
-        Sensitive::new(token.to_owned()),
-        KktixOptions {
-            retry: autopilot_test_support::fast::retry(2),
-            ..KktixOptions::default()
-        },
-    )
-    .unwrap();
-    Reconciler::new(
-        client,
-        store.clone(),
-        store.clone(),
-        EventSelector::default(),
-        CategoryRules::default(),
-        PrivacyRules::default(),
-    )
+    autopilot_test_support::sandbox::reconciler(base_url, token, store)
 }
 
 impl Harness {

@@ -10,7 +10,6 @@ use autopilot_core::access::{AccessService, Authorizer, Entitlements, FileGuestL
 use autopilot_core::api::{Api, HttpRequest};
 use autopilot_core::contacts::{ContactKey, Sealer};
 use autopilot_core::deidentify::PrivacyRules;
-use autopilot_core::kktix::{KktixClient, KktixOptions};
 use autopilot_core::pii::Sensitive;
 use autopilot_core::reconcile::{
     ConfirmError, ImportRequest, ReconcileOptions, Reconciler, RunOutcome, Vault,
@@ -18,6 +17,7 @@ use autopilot_core::reconcile::{
 use autopilot_core::selection::{CatalogEntry, CatalogEvent, CategoryRules, Door, EventSelector};
 use autopilot_core::store::{Ledger, RevokeHoldState, SqliteStore};
 use autopilot_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use autopilot_test_support::sandbox;
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -57,28 +57,12 @@ impl World {
     }
 
     fn api_reconciler(&self) -> Reconciler {
-        let client = KktixClient::new(
-            &self.base_url,
-            Sensitive::new(self.sandbox.access_token()),
-            KktixOptions {
-                retry: autopilot_test_support::fast::retry(2),
-                ..KktixOptions::default()
-            },
-        )
-        .unwrap();
-        Reconciler::new(
-            client,
-            self.store.clone(),
-            self.store.clone(),
-            EventSelector::default(),
-            CategoryRules::default(),
-            PrivacyRules::default(),
-        )
-        .with_access(self.access.clone())
-        .with_options(ReconcileOptions {
-            step_backoff: Duration::ZERO,
-            ..ReconcileOptions::default()
-        })
+        sandbox::reconciler(&self.base_url, &self.sandbox.access_token(), &self.store)
+            .with_access(self.access.clone())
+            .with_options(ReconcileOptions {
+                step_backoff: Duration::ZERO,
+                ..ReconcileOptions::default()
+            })
     }
 
     fn csv_reconciler(&self) -> Reconciler {

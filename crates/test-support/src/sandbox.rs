@@ -1,7 +1,14 @@
-//! The KKTIX sandbox served on `127.0.0.1:0`.
+//! The KKTIX sandbox served on `127.0.0.1:0`, and a reconcile that reads it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use autopilot_core::deidentify::PrivacyRules;
+use autopilot_core::kktix::{KktixClient, KktixOptions};
+use autopilot_core::pii::Sensitive;
+use autopilot_core::reconcile::Reconciler;
+use autopilot_core::selection::{CategoryRules, EventSelector};
+use autopilot_core::store::SqliteStore;
 use autopilot_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 
 /// `config`'s sandbox and the server answering for it (its `base_url`).
@@ -22,4 +29,27 @@ pub fn still(seed: u64) -> SandboxConfig {
     config.refund_share = 0.0;
     config.atm_pay_per_step = 0.0;
     config
+}
+
+/// A reconcile that reads the sandbox at `base_url` with `token` through a KKTIX client that
+/// retries fast, with the default event selector, categories and privacy rules, and `store`
+/// as both warehouse and ledger. Access, mail, notices and options are the test's to add.
+pub fn reconciler(base_url: &str, token: &str, store: &Arc<SqliteStore>) -> Reconciler {
+    let client = KktixClient::new(
+        base_url,
+        Sensitive::new(token.to_owned()),
+        KktixOptions {
+            retry: crate::fast::retry(2),
+            ..KktixOptions::default()
+        },
+    )
+    .expect("a KKTIX client for the sandbox");
+    Reconciler::new(
+        client,
+        store.clone(),
+        store.clone(),
+        EventSelector::default(),
+        CategoryRules::default(),
+        PrivacyRules::default(),
+    )
 }
