@@ -94,7 +94,7 @@ impl ChartFont {
         let bytes = std::fs::read(path).map_err(|e| unusable(e.to_string()))?;
         let font = ab_glyph::FontRef::try_from_slice(&bytes)
             .map_err(|_| unusable("not a TrueType/OpenType font".into()))?;
-        if let Some(missing) = GLYPH_SAMPLE.chars().find(|c| font.glyph_id(*c).0 == 0) {
+        if let Some(missing) = first_missing_glyph(&font, GLYPH_SAMPLE) {
             return Err(unusable(format!(
                 "it has no glyph for {missing:?}: ticket names would be drawn as boxes; use a font with both Chinese and Latin letters (e.g. WenQuanYi Micro Hei)"
             )));
@@ -120,13 +120,17 @@ impl ChartFont {
     /// Whether every character of `text` (spaces aside) has a glyph in this font: what would
     /// otherwise be drawn as a box ("tofu").
     pub fn covers(&self, text: &str) -> bool {
-        let Ok(font) = ab_glyph::FontRef::try_from_slice(self.bytes) else {
-            return false;
-        };
-        text.chars()
-            .filter(|c| !c.is_whitespace())
-            .all(|c| font.glyph_id(c).0 != 0)
+        ab_glyph::FontRef::try_from_slice(self.bytes)
+            .is_ok_and(|font| first_missing_glyph(&font, text).is_none())
     }
+}
+
+/// The first character of `text` (spaces aside) that `font` has no glyph for: glyph 0 is
+/// the "missing glyph" box.
+fn first_missing_glyph(font: &ab_glyph::FontRef<'_>, text: &str) -> Option<char> {
+    text.chars()
+        .filter(|c| !c.is_whitespace())
+        .find(|c| font.glyph_id(*c).0 == 0)
 }
 
 impl DailyReport {
