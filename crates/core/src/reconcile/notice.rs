@@ -161,20 +161,21 @@ impl Reconciler {
         };
         match notifier.notify(notice).await {
             Ok(()) => summary.notice = Some(plan.kinds.join("+")),
-            Err(error @ UpstreamError::NotFound { .. }) => {
-                summary.alerting = was_alerting && plan.alerting;
-                summary.notice_webhook_gone = Some(fingerprint);
-                summary.warnings.push(format!(
-                    "the channel notice was not delivered: {error} (deleted); notices stop \
-                     until DISCORD_WEBHOOK_URL names a new webhook"
-                ));
-            }
             Err(error) => {
                 // An alert that did not arrive is tried again next run.
                 summary.alerting = was_alerting && plan.alerting;
-                summary
-                    .warnings
-                    .push(format!("the channel notice was not delivered: {error}"));
+                let deleted = matches!(error, UpstreamError::NotFound { .. });
+                if deleted {
+                    summary.notice_webhook_gone = Some(fingerprint);
+                }
+                summary.warnings.push(format!(
+                    "the channel notice was not delivered: {error}{}",
+                    if deleted {
+                        " (deleted); notices stop until DISCORD_WEBHOOK_URL names a new webhook"
+                    } else {
+                        ""
+                    }
+                ));
             }
         }
     }
