@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use autopilot_core::api::Api;
 use autopilot_core::app::{
     build_reconciler, build_reconciler_without_api, check_doors, discord_bot, open_stores, Pipeline,
 };
@@ -253,18 +252,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Some(token) => (token, false),
         None => (Sensitive::new(random_token()), true),
     };
-    let mut api = Api::new(Some(ops_token.clone()))
-        .with_report_settings(
-            settings.file.reports.clone(),
-            settings.file.discord.recently_ended_days,
-        )
-        .with_stale_after(
-            settings
-                .file
-                .health
-                .stale_after()
-                .map_err(anyhow::Error::msg)?,
-        )
+    let mut api = autopilot_core::app::settings_api(Some(ops_token.clone()), &settings)
+        .map_err(anyhow::Error::msg)?
         .with_poller(reconciler.clone())
         .with_authorizer(access)
         .with_mailer(mail)

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use autopilot_core::api::Api;
-use autopilot_core::app::{open_stores, reconciler_from_settings};
+use autopilot_core::app::{open_stores, reconciler_from_settings, settings_api};
 use autopilot_core::config::Settings;
 use autopilot_core::metrics;
 use kktix_poller::{handle_event, log_run, Poller};
@@ -30,18 +29,8 @@ async fn main() -> Result<(), lambda_http::Error> {
             .with_run_observer(Arc::new(move |summary| log_run(summary, &namespace))),
     );
     let poller = Poller {
-        api: Api::new(Some(ops_token))
-            .with_report_settings(
-                settings.file.reports.clone(),
-                settings.file.discord.recently_ended_days,
-            )
-            .with_stale_after(
-                settings
-                    .file
-                    .health
-                    .stale_after()
-                    .map_err(anyhow::Error::msg)?,
-            )
+        api: settings_api(Some(ops_token), &settings)
+            .map_err(anyhow::Error::msg)?
             .with_poller(reconciler.clone()),
         reconciler,
     };

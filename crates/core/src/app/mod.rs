@@ -23,6 +23,7 @@ use crate::access::{Authorizer, FileGuestList, GatherGuestList, GuestList};
 use crate::aws::{AwsClient, LambdaTrigger, Service, SqsQueue};
 use crate::config::{ConfigError, Settings};
 use crate::intake::{DrainTrigger, IntakeQueue, Receiver};
+use crate::pii::Sensitive;
 use crate::selection::Door;
 #[cfg(feature = "bigquery")]
 use crate::store::BigQueryStore;
@@ -248,6 +249,20 @@ pub fn receiver(
         trigger,
         settings.file.intake.webhook.clone(),
     )
+}
+
+/// The gateway's routes as the settings shape them (the report figures, `/healthz`'s
+/// staleness); the caller adds the handlers it serves. An error names the bad setting.
+pub fn settings_api(
+    ops_token: Option<Sensitive<String>>,
+    settings: &Settings,
+) -> Result<crate::api::Api, String> {
+    Ok(crate::api::Api::new(ops_token)
+        .with_report_settings(
+            settings.file.reports.clone(),
+            settings.file.discord.recently_ended_days,
+        )
+        .with_stale_after(settings.file.health.stale_after()?))
 }
 
 /// Which doors the configuration uses, checked against the secrets it has: the API needs
