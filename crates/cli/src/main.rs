@@ -224,12 +224,7 @@ async fn import(
     };
     let summary = match &settings.poller_url {
         Some(url) => {
-            let poller = autopilot_core::discord::operations::RemotePoller::new(
-                url,
-                settings.require_ops_token()?,
-                autopilot_core::upstream::HttpOptions::default(),
-            )
-            .map_err(|e| anyhow::anyhow!("POLLER_URL: {e}"))?;
+            let poller = remote_poller(&settings, url)?;
             autopilot_core::discord::operations::Operations::import(&poller, request)
                 .await
                 .map_err(|e| anyhow::anyhow!("the poller at POLLER_URL: {e}"))?
@@ -251,16 +246,24 @@ async fn import(
     Ok(exit_code(summary.outcome))
 }
 
+/// The deployed poller at `POLLER_URL`, reached with the ops token.
+fn remote_poller(
+    settings: &Settings,
+    url: &str,
+) -> anyhow::Result<autopilot_core::discord::operations::RemotePoller> {
+    autopilot_core::discord::operations::RemotePoller::new(
+        url,
+        settings.require_ops_token()?,
+        autopilot_core::upstream::HttpOptions::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("POLLER_URL: {e}"))
+}
+
 async fn confirm_revoke(event: &str, json: bool) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env()?;
     let summary = match &settings.poller_url {
         Some(url) => {
-            let poller = autopilot_core::discord::operations::RemotePoller::new(
-                url,
-                settings.require_ops_token()?,
-                autopilot_core::upstream::HttpOptions::default(),
-            )
-            .map_err(|e| anyhow::anyhow!("POLLER_URL: {e}"))?;
+            let poller = remote_poller(&settings, url)?;
             autopilot_core::discord::operations::Operations::confirm_revoke(&poller, event)
                 .await
                 .map_err(|e| anyhow::anyhow!("the poller at POLLER_URL: {e}"))?
