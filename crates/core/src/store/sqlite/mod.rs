@@ -233,9 +233,14 @@ impl SqliteStore {
 
     /// Number of ledger entries, for tests that assert a run changed nothing.
     pub async fn ledger_len(&self) -> Result<u64, StoreError> {
-        self.with(|connection| {
+        self.count_rows("admission_log").await
+    }
+
+    /// Rows in one of our own tables (a fixed name, never input).
+    async fn count_rows(&self, table: &'static str) -> Result<u64, StoreError> {
+        self.with(move |connection| {
             connection
-                .query_row("SELECT COUNT(*) FROM admission_log", [], |row| {
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
                     row.get::<_, i64>(0)
                 })
                 .map(|n| n as u64)
@@ -337,15 +342,7 @@ impl SqliteStore {
 
     /// Messages waiting on the local intake queue.
     pub async fn intake_queue_len(&self) -> Result<u64, StoreError> {
-        self.with(|connection| {
-            connection
-                .query_row("SELECT COUNT(*) FROM intake_queue", [], |row| {
-                    row.get::<_, i64>(0)
-                })
-                .map(|n| n as u64)
-                .map_err(backend)
-        })
-        .await
+        self.count_rows("intake_queue").await
     }
 
     async fn upsert_pipeline(
