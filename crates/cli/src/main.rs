@@ -3,6 +3,7 @@
 //! - `autopilot dev [--sandbox]` serves every route on one local server and runs the scheduler.
 //! - `autopilot poll --once` runs one reconcile from the environment's configuration.
 
+mod campaign;
 mod dev;
 mod server;
 
@@ -78,12 +79,44 @@ enum Command {
     /// Seal every stored contact again with CONTACT_KEY (after a rotation; then
     /// CONTACT_KEY_PREVIOUS can go).
     Reseal,
+    /// Pre-event letters ([[campaigns]]): list them, preview one, send one. With POLLER_URL
+    /// set, list and send go to the deployed poller.
+    Campaign {
+        #[command(subcommand)]
+        command: CampaignCommand,
+    },
     /// Revoke the attendees held for an event after too many vanished from KKTIX at once.
     /// With POLLER_URL set, the deployed poller does it.
     Revoke {
         /// The event (KKTIX id or catalog slug) whose held attendees really were refunded.
         #[arg(long, value_name = "EVENT")]
         confirm: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CampaignCommand {
+    /// Each campaign's schedule, audience, sent and pending.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Render one letter with sample data into the outbox folder; sends nothing.
+    Preview {
+        name: String,
+        /// The folder to write to (default: [mail] outbox_dir).
+        #[arg(long)]
+        outbox: Option<std::path::PathBuf>,
+    },
+    /// Send the campaign now to every selected attendee not yet recorded as having it.
+    /// Exit codes: 0 done, 2 partial (some letters wait), 1 nothing could be sent.
+    Send {
+        name: String,
+        /// Count the audience and what would go out; send nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -140,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Shred { event } => shred(event.as_deref()).await,
         Command::Reseal => reseal().await,
         Command::Revoke { confirm, json } => confirm_revoke(&confirm, json).await,
+        Command::Campaign { command } => campaign::run(command).await,
         Command::Discord {
             command: DiscordCommand::Register { guild },
         } => register(guild.as_deref()).await,

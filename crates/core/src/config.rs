@@ -95,6 +95,10 @@ pub struct FileSettings {
     pub intake: IntakeSection,
     pub safety: crate::model::SafetySettings,
     pub health: HealthSection,
+    /// `[[campaigns]]`: pre-event letters.
+    pub campaigns: Vec<crate::campaign::CampaignSettings>,
+    /// `[attendee_page]`: the self-service invitation page.
+    pub attendee_page: crate::intake::PageSettings,
 }
 
 /// `[health]`: when `/healthz` stops answering 200.
@@ -242,6 +246,13 @@ impl Settings {
         for check in [
             file.health.stale_after().map(|_| ()),
             file.mail.settle_after().map(|_| ()),
+            file.mail.campaign_lead().map(|_| ()),
+            crate::campaign::validate_all(&file.campaigns),
+            file.attendee_page.validate(),
+            #[cfg(feature = "mail-providers")]
+            crate::mail::MailTemplate::for_campaigns(&file.mail, &file.campaigns)
+                .map(|_| ())
+                .map_err(|e| e.0),
         ] {
             check.map_err(|reason| ConfigError::File {
                 path: display(&config_path),

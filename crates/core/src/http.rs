@@ -7,6 +7,15 @@ use http::{header, StatusCode};
 use serde::Serialize;
 
 pub type HttpRequest = http::Request<Bytes>;
+
+/// The client's address, as the adapter knows it (API Gateway's `sourceIp`, the local
+/// server's peer), put in the request's extensions. Without it the rightmost
+/// `X-Forwarded-For` entry (the one the gateway appended) is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr(pub String);
+
+/// The attendee page's form is a few hundred bytes: anything much larger is refused (413).
+pub const MAX_PAGE_FORM_BYTES: usize = 8 * 1024;
 pub type HttpResponse = http::Response<Bytes>;
 
 /// Larger request bodies are refused with 413 before any parsing: room for a batch of

@@ -6,6 +6,7 @@ pub mod access;
 pub mod api;
 pub mod app;
 pub mod aws;
+pub mod campaign;
 pub mod config;
 pub mod contacts;
 pub mod deidentify;

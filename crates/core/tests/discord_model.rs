@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use autopilot_core::discord::model::{
-    commands, option_str, Interaction, InteractionResponse, InteractionType, OptionType,
+    commands, option_bool, option_str, Interaction, InteractionResponse, InteractionType,
+    OptionType,
 };
 
 const ORGANISER_ROLE: &str = "111111111111111111";
@@ -60,7 +61,7 @@ fn every_fixture_parses() {
         assert!(interaction.invoker().is_some(), "{name}");
         count += 1;
     }
-    assert_eq!(count, 8);
+    assert_eq!(count, 12);
 }
 
 #[test]
@@ -197,6 +198,84 @@ fn fixture_commands_exist_in_the_command_set() {
         let defined: Vec<&str> = definition.options.iter().map(|o| o.name.as_str()).collect();
         let given: Vec<&str> = options.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(defined, given, "{name}");
+    }
+}
+
+/// `/autopilot campaign …` arrives as a group (type 2) holding one subcommand (type 1).
+#[test]
+fn autopilot_campaign_fixtures_follow_the_group_in_the_command_set() {
+    let commands = commands();
+    let autopilot = commands
+        .iter()
+        .find(|c| c.name == "autopilot")
+        .expect("autopilot command");
+    let group = autopilot
+        .options
+        .iter()
+        .find(|o| o.name == "campaign")
+        .expect("campaign group");
+    assert_eq!(group.kind, OptionType::SubCommandGroup);
+    for (name, sub, given, confirm, operator) in [
+        ("autopilot_campaign_list.json", "list", &[][..], None, true),
+        (
+            "autopilot_campaign_send.json",
+            "send",
+            &["name"][..],
+            None,
+            true,
+        ),
+        (
+            "autopilot_campaign_send_confirm.json",
+            "send",
+            &["name", "confirm"][..],
+            Some(true),
+            true,
+        ),
+        (
+            "autopilot_campaign_send_no_role.json",
+            "send",
+            &["name", "confirm"][..],
+            Some(true),
+            false,
+        ),
+    ] {
+        let interaction = fixture(name);
+        assert_eq!(interaction.command_name(), Some("autopilot"), "{name}");
+        assert_eq!(
+            interaction.has_any_role(&[ORGANISER_ROLE]),
+            operator,
+            "{name}"
+        );
+        let data = interaction.data.as_ref().expect("data");
+        // Not a plain subcommand: the group is in between.
+        assert!(data.subcommand().is_none(), "{name}");
+        assert_eq!(data.options.len(), 1, "{name}");
+        let invoked_group = &data.options[0];
+        assert_eq!(invoked_group.kind, OptionType::SubCommandGroup, "{name}");
+        assert_eq!(invoked_group.name, "campaign", "{name}");
+        assert_eq!(invoked_group.options.len(), 1, "{name}");
+        let invoked = &invoked_group.options[0];
+        assert_eq!(invoked.kind, OptionType::SubCommand, "{name}");
+        assert_eq!(invoked.name, sub, "{name}");
+        let given_names: Vec<&str> = invoked.options.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(given_names, given, "{name}");
+        let definition = group
+            .options
+            .iter()
+            .find(|o| o.name == sub)
+            .unwrap_or_else(|| panic!("{name}: unknown subcommand {sub}"));
+        for option in &invoked.options {
+            let defined = definition
+                .options
+                .iter()
+                .find(|d| d.name == option.name)
+                .unwrap_or_else(|| panic!("{name}: unknown option {}", option.name));
+            assert_eq!(defined.kind, option.kind, "{name}: {}", option.name);
+        }
+        if sub == "send" {
+            assert_eq!(option_str(&invoked.options, "name"), Some("newsletter"));
+        }
+        assert_eq!(option_bool(&invoked.options, "confirm"), confirm, "{name}");
     }
 }
 

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["model", "pii", "http", "telemetry"],
     &["upstream"],
     // Upstream clients.
-    &["kktix", "notify", "remote", "contacts"],
+    &["kktix", "notify", "remote", "contacts", "campaign"],
     &["access", "mail", "selection", "deidentify"],
     // The domain.
     &["intake"],

@@ -12,6 +12,7 @@ use autopilot_core::api::Api;
 use autopilot_core::discord::bot::{BotSettings, DiscordBot};
 use autopilot_core::discord::operations::Operations;
 use autopilot_core::discord::rest::DiscordApi;
+use autopilot_core::model::{CampaignReport, CampaignStatus};
 use autopilot_core::reconcile::{ImportRequest, ResendReport, RunSummary};
 use autopilot_core::report::ReportSettings;
 use autopilot_core::selection::CategoryRules;
@@ -147,6 +148,16 @@ impl Operations for FakeOperations {
         summary.kind = "confirm".into();
         summary.revoked = 42;
         Ok(summary)
+    }
+    async fn campaigns(&self) -> Result<Vec<CampaignStatus>, String> {
+        Ok(Vec::new())
+    }
+    async fn send_campaign(&self, name: &str, dry_run: bool) -> Result<CampaignReport, String> {
+        Ok(CampaignReport {
+            campaign: name.to_owned(),
+            dry_run,
+            ..CampaignReport::default()
+        })
     }
 }
 

@@ -58,7 +58,19 @@ pub(super) async fn mail(service: &dyn MailService, body: &[u8]) -> HttpResponse
             })),
         }
     }
-    let mut sent = service.send(invitations, body.force).await.into_iter();
+    let sent = match body.campaign {
+        Some(wave) => {
+            if body.force {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "request body: a campaign wave cannot be forced",
+                );
+            }
+            service.send_campaign(wave, invitations).await
+        }
+        None => service.send(invitations, body.force).await,
+    };
+    let mut sent = sent.into_iter();
     let results: Vec<MailResult> = results
         .into_iter()
         .filter_map(|slot| slot.or_else(|| sent.next()))

@@ -7,10 +7,13 @@
 
 mod access;
 #[cfg(feature = "reconcile")]
+mod campaigns;
+#[cfg(feature = "reconcile")]
 mod events;
 #[cfg(feature = "reconcile")]
 mod import;
 mod intake;
+mod invitation;
 mod mail;
 #[cfg(feature = "reconcile")]
 mod poller;
@@ -128,10 +131,34 @@ pub const ROUTES: &[RouteSpec] = &[
         auth: Auth::OpsToken,
     },
     RouteSpec {
+        method: "GET",
+        path: "/campaigns",
+        function: "kktix-poller",
+        auth: Auth::OpsToken,
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/campaigns/{name}/send",
+        function: "kktix-poller",
+        auth: Auth::OpsToken,
+    },
+    RouteSpec {
         method: "POST",
         path: "/kktix/webhook/{token}",
         function: "receiver",
         auth: Auth::PathToken,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/invitation",
+        function: "receiver",
+        auth: Auth::None,
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/invitation",
+        function: "receiver",
+        auth: Auth::None,
     },
 ];
 
@@ -140,6 +167,7 @@ fn body_limit(path: &str) -> usize {
     match path {
         "/import" => MAX_IMPORT_BYTES,
         "/kktix/webhook/{token}" => MAX_WEBHOOK_BYTES,
+        "/invitation" => crate::http::MAX_PAGE_FORM_BYTES,
         _ => MAX_BODY_BYTES,
     }
 }
@@ -277,6 +305,17 @@ impl Api {
         if let ("/discord/interactions", Some(bot)) = (route.path, &self.discord) {
             return bot.handle(&request).await;
         }
+        if let ("/invitation", Some(receiver)) = (route.path, &self.receiver) {
+            let mut response = if method == "GET" {
+                invitation::form(receiver, &request)
+            } else {
+                invitation::submit(receiver, &request).await
+            };
+            if head {
+                *response.body_mut() = bytes::Bytes::new();
+            }
+            return response;
+        }
         if let ("/kktix/webhook/{token}", Some(receiver)) = (route.path, &self.receiver) {
             return intake::webhook(
                 receiver,
@@ -325,6 +364,8 @@ impl Api {
             "/poll" => poller::poll(reconciler, body).await,
             "/import" => import::import(reconciler, request).await,
             "/revoke/confirm" => poller::confirm_revoke(reconciler, body).await,
+            "/campaigns" => campaigns::list(reconciler).await,
+            "/campaigns/{name}/send" => campaigns::send(reconciler, slug, body).await,
             "/healthz" => {
                 let mut response = poller::healthz(reconciler, self.stale_after).await;
                 if head {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use super::{client_error, BuildError};
 use crate::config::{ConfigError, Settings};
 use crate::mail::{
-    KlaviyoProvider, MailProvider, MailTemplate, Mailer, MailgunProvider, OutboxProvider,
-    ProviderKind,
+    KlaviyoCampaigns, KlaviyoProvider, MailProvider, MailTemplate, Mailer, MailgunProvider,
+    OutboxProvider, ProviderKind,
 };
 use crate::upstream::HttpOptions;
 
@@ -14,6 +14,7 @@ use crate::upstream::HttpOptions;
 pub fn mailer(settings: &Settings) -> Result<Mailer, BuildError> {
     let mail = &settings.file.mail;
     let template = MailTemplate::from_settings(mail)?;
+    let campaigns = MailTemplate::for_campaigns(mail, &settings.file.campaigns)?;
     let provider: Arc<dyn MailProvider> = match settings.mail_provider {
         ProviderKind::Mailgun => {
             let key = settings
@@ -52,6 +53,13 @@ pub fn mailer(settings: &Settings) -> Result<Mailer, BuildError> {
                     var: "KLAVIYO_API_KEY",
                     hint: "MAIL_PROVIDER=klaviyo records events with this private API key",
                 })?;
+            let campaigns = KlaviyoCampaigns::new(
+                &settings.klaviyo_api_base,
+                key.clone(),
+                &mail.from,
+                HttpOptions::default(),
+            )
+            .map_err(client_error("KLAVIYO_API_BASE"))?;
             Arc::new(
                 KlaviyoProvider::new(
                     &settings.klaviyo_api_base,
@@ -59,12 +67,13 @@ pub fn mailer(settings: &Settings) -> Result<Mailer, BuildError> {
                     &mail.klaviyo_metric,
                     HttpOptions::default(),
                 )
-                .map_err(client_error("KLAVIYO_API_BASE"))?,
+                .map_err(client_error("KLAVIYO_API_BASE"))?
+                .with_campaigns(campaigns),
             )
         }
         ProviderKind::Outbox => Arc::new(OutboxProvider::new(&mail.outbox_dir, &mail.from)),
     };
-    Ok(Mailer::new(provider, template))
+    Ok(Mailer::new(provider, template).with_campaigns(campaigns))
 }
 
 #[cfg(feature = "reconcile")]

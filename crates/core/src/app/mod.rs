@@ -249,6 +249,7 @@ pub fn receiver(
         trigger,
         settings.file.intake.webhook.clone(),
     )
+    .with_page(settings.file.attendee_page.clone())
 }
 
 /// The gateway's routes as the settings shape them (the report figures, `/healthz`'s

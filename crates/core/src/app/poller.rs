@@ -105,13 +105,19 @@ impl Pipeline {
                 Arc::new(crate::access::FileGuestList::new(&guests)),
                 settings.file.access.clone(),
             )),
-            mail: Arc::new(crate::mail::Mailer::new(
-                Arc::new(crate::mail::OutboxProvider::new(
-                    &outbox,
-                    &settings.file.mail.from,
-                )),
-                template,
-            )),
+            mail: Arc::new(
+                crate::mail::Mailer::new(
+                    Arc::new(crate::mail::OutboxProvider::new(
+                        &outbox,
+                        &settings.file.mail.from,
+                    )),
+                    template,
+                )
+                .with_campaigns(crate::mail::MailTemplate::for_campaigns(
+                    &settings.file.mail,
+                    &settings.file.campaigns,
+                )?),
+            ),
             notifier: Arc::new(ConsoleNotifier),
             description: vec![
                 format!("access: guest-list file {}", guests.display()),
@@ -171,7 +177,15 @@ fn with_intake(reconciler: Reconciler, settings: &Settings, stores: &Stores) -> 
             csv: settings.file.intake.csv.clone(),
             webhook: settings.file.intake.webhook.clone(),
         })
-        .with_safety(settings.file.safety.clone());
+        .with_safety(settings.file.safety.clone())
+        .with_campaigns(
+            settings.file.campaigns.clone(),
+            // Validated when the settings were read.
+            settings.file.mail.campaign_lead().unwrap_or_default(),
+        )
+        .with_self_service_every(std::time::Duration::from_secs(
+            settings.file.attendee_page.per_address_minutes * 60,
+        ));
     if let Some(sealer) = settings.sealer() {
         reconciler = reconciler.with_vault(Vault {
             store: stores.contacts.clone(),

@@ -16,16 +16,17 @@ use http::StatusCode;
 use tokio::sync::Notify;
 
 use super::model::{
-    option_str, Choice, Embed, EmbedField, Interaction, InteractionResponse, InteractionType,
-    ResolvedAttachment, ResponseData,
+    char_len, option_bool, option_str, truncate, Choice, CommandData, CommandOption, Embed,
+    EmbedField, Interaction, InteractionResponse, InteractionType, OptionType, ResolvedAttachment,
+    ResponseData, MAX_CONTENT_CHARS,
 };
 use super::operations::Operations;
 use super::rest::{Attachment, DiscordApi};
 pub use super::settings::BotSettings;
 use super::verify::verify_http;
 use crate::http::{error_response, json, HttpRequest, HttpResponse};
-use crate::model::EventRecord;
-use crate::report::{daily_report, event_status, ChartFont, DateRange, ReportSettings};
+use crate::model::{CampaignReport, CampaignStatus, EventRecord};
+use crate::report::{daily_report, event_status, ChartFont, DateRange, ReportSettings, REPORT_TZ};
 use crate::sales::{event_sales, events_overview, EventState};
 use crate::selection::CategoryRules;
 use crate::store::Warehouse;
@@ -190,11 +191,11 @@ impl DiscordBot {
         let Some(data) = &interaction.data else {
             return InteractionResponse::ephemeral(UNKNOWN);
         };
-        let Some((sub, options)) = data.subcommand() else {
+        let Some((group, sub, options)) = invoked(data) else {
             return InteractionResponse::ephemeral(UNKNOWN);
         };
-        match (data.name.as_str(), sub) {
-            ("event", "list") => {
+        match (data.name.as_str(), group, sub) {
+            ("event", None, "list") => {
                 let warehouse = self.warehouse.clone();
                 let categories = self.categories.clone();
                 let days = self.settings.recently_ended_days;
@@ -208,7 +209,7 @@ impl DiscordBot {
                 )
                 .await
             }
-            ("event", "status") => {
+            ("event", None, "status") => {
                 let slug = option_str(options, "slug").unwrap_or_default().to_owned();
                 let warehouse = self.warehouse.clone();
                 let categories = self.categories.clone();
@@ -223,7 +224,7 @@ impl DiscordBot {
                 )
                 .await
             }
-            ("event", "report") => {
+            ("event", None, "report") => {
                 let slug = option_str(options, "slug").unwrap_or_default().to_owned();
                 let range = match DateRange::parse(
                     option_str(options, "from").unwrap_or_default(),
@@ -246,7 +247,7 @@ impl DiscordBot {
                 )
                 .await
             }
-            ("autopilot", sub) => {
+            ("autopilot", group, sub) => {
                 if !self.is_operator(interaction) {
                     return InteractionResponse::ephemeral(
                         "🔒 此指令限營運人員 / This command is for operators only.",
@@ -257,8 +258,8 @@ impl DiscordBot {
                         "此部署未連接 poller / This deployment cannot reach the poller (POLLER_URL).",
                     );
                 };
-                match sub {
-                    "poll" => {
+                match (group, sub) {
+                    (None, "poll") => {
                         self.respond(
                             interaction,
                             false,
@@ -276,7 +277,7 @@ impl DiscordBot {
                         )
                         .await
                     }
-                    "resend" => {
+                    (None, "resend") => {
                         let reference = option_str(options, "reference")
                             .unwrap_or_default()
                             .to_owned();
@@ -298,7 +299,7 @@ impl DiscordBot {
                         )
                         .await
                     }
-                    "import" => {
+                    (None, "import") => {
                         let event = option_str(options, "event").unwrap_or_default().to_owned();
                         let attendees = data.attachment(options, "attendees").cloned();
                         let orders = data.attachment(options, "orders").cloned();
@@ -319,7 +320,7 @@ impl DiscordBot {
                         )
                         .await
                     }
-                    "confirm-revoke" => {
+                    (None, "confirm-revoke") => {
                         let event = option_str(options, "event").unwrap_or_default().to_owned();
                         self.respond(
                             interaction,
@@ -335,6 +336,28 @@ impl DiscordBot {
                                         Reply::text(format!("⚠️ 未撤銷 / Nothing revoked: {error}"))
                                     }
                                 }
+                            }),
+                        )
+                        .await
+                    }
+                    (Some("campaign"), "list") => {
+                        self.respond(
+                            interaction,
+                            false,
+                            false,
+                            Box::pin(async move { list_campaigns(operations.as_ref()).await }),
+                        )
+                        .await
+                    }
+                    (Some("campaign"), "send") => {
+                        let name = option_str(options, "name").unwrap_or_default().to_owned();
+                        let confirm = option_bool(options, "confirm").unwrap_or(false);
+                        self.respond(
+                            interaction,
+                            false,
+                            false,
+                            Box::pin(async move {
+                                send_campaign(operations.as_ref(), &name, confirm).await
                             }),
                         )
                         .await
@@ -441,6 +464,156 @@ impl DiscordBot {
 }
 
 const UNKNOWN: &str = "未知的指令 / Unknown command.";
+
+/// The invoked subcommand, its group if it is in one, and its options: `(None, "status",
+/// [slug])` for `/event status slug:…`, `(Some("campaign"), "send", [name])` for
+/// `/autopilot campaign send name:…`.
+fn invoked(data: &CommandData) -> Option<(Option<&str>, &str, &[CommandOption])> {
+    if let Some((sub, options)) = data.subcommand() {
+        return Some((None, sub, options));
+    }
+    let group = data
+        .options
+        .iter()
+        .find(|option| option.kind == OptionType::SubCommandGroup)?;
+    let sub = group
+        .options
+        .iter()
+        .find(|option| option.kind == OptionType::SubCommand)?;
+    Some((
+        Some(group.name.as_str()),
+        sub.name.as_str(),
+        sub.options.as_slice(),
+    ))
+}
+
+/// A send to more people than this waits for `confirm:True`.
+pub const CAMPAIGN_CONFIRM_ABOVE: u64 = 100;
+
+/// `/autopilot campaign list`: one line per campaign, counts only.
+async fn list_campaigns(operations: &dyn Operations) -> Reply {
+    let statuses = match operations.campaigns().await {
+        Ok(statuses) => statuses,
+        Err(error) => {
+            return Reply::text(format!(
+                "⚠️ 讀取失敗 / Could not read the campaigns: {error}"
+            ))
+        }
+    };
+    if statuses.is_empty() {
+        return Reply::text(
+            "尚未設定活動信 / No campaigns are configured: add them as `[[campaigns]]` in the settings file.",
+        );
+    }
+    Reply::text(campaign_lines(&statuses))
+}
+
+/// The list's text, within Discord's 2,000 characters: lines that do not fit are counted
+/// in a last "… and N more" line.
+fn campaign_lines(statuses: &[CampaignStatus]) -> String {
+    // Room kept for the "… and N more" line while more campaigns follow.
+    const MORE_RESERVE: usize = 40;
+    let mut text = "**活動信 / Campaigns**".to_owned();
+    let mut used = char_len(&text);
+    for (index, status) in statuses.iter().enumerate() {
+        let line = campaign_line(status);
+        let reserve = if index + 1 < statuses.len() {
+            MORE_RESERVE
+        } else {
+            0
+        };
+        if used + 1 + char_len(&line) + reserve > MAX_CONTENT_CHARS {
+            let more = statuses.len() - index;
+            text.push_str(&format!(
+                "
+… 另有 {more} 個 / and {more} more"
+            ));
+            break;
+        }
+        used += 1 + char_len(&line);
+        text.push('\n');
+        text.push_str(&line);
+    }
+    text
+}
+
+fn campaign_line(status: &CampaignStatus) -> String {
+    let mut line = format!(
+        "• `{}` · {} · 名單 audience {} · 已寄 sent {} · 待寄 pending {}",
+        code_span(&status.name),
+        status.schedule,
+        status.audience,
+        status.sent,
+        status.pending
+    );
+    if status.in_flight > 0 {
+        line.push_str(&format!(" · 寄送中 in flight {}", status.in_flight));
+    }
+    if status.failed > 0 {
+        line.push_str(&format!(" · 失敗 failed {}", status.failed));
+    }
+    if let Some(due) = status.next_due {
+        line.push_str(&format!(
+            " · 下次 next due {}（Asia/Taipei）",
+            due.with_timezone(&REPORT_TZ).format("%Y-%m-%d %H:%M")
+        ));
+    }
+    line
+}
+
+/// `/autopilot campaign send`: a dry run first; a large audience waits for `confirm:True`.
+async fn send_campaign(operations: &dyn Operations, name: &str, confirm: bool) -> Reply {
+    let preview = match operations.send_campaign(name, true).await {
+        Ok(report) => report,
+        Err(error) => return Reply::text(format!("⚠️ 未寄出 / Nothing sent: {error}")),
+    };
+    let campaign = if preview.campaign.is_empty() {
+        code_span(name)
+    } else {
+        code_span(&preview.campaign)
+    };
+    if preview.to_send == 0 {
+        return Reply::text(format!(
+            "✅ 無需寄送 / Nothing to send: everyone selected already has campaign `{campaign}` \
+             (audience {}, already sent {}, no contact {}).",
+            preview.audience, preview.already_sent, preview.no_contact
+        ));
+    }
+    if preview.to_send > CAMPAIGN_CONFIRM_ABOVE && !confirm {
+        return Reply::text(format!(
+            "✋ 尚未寄出 / Nothing sent: campaign `{campaign}` would go to {} people. \
+             Run `/autopilot campaign send name:{campaign} confirm:True` to send it.",
+            preview.to_send
+        ));
+    }
+    match operations.send_campaign(name, false).await {
+        Ok(report) => Reply::text(sent_text(&report)),
+        Err(error) => Reply::text(format!("⚠️ 寄送失敗 / The send failed: {error}")),
+    }
+}
+
+fn sent_text(report: &CampaignReport) -> String {
+    const SHOWN_ERRORS: usize = 5;
+    let clean = report.failed == 0 && report.uncertain == 0 && report.errors.is_empty();
+    let mut text = if clean {
+        format!("📬 已寄出 / Sent: {report}")
+    } else {
+        format!("⚠️ 已寄出，但有問題 / Sent with problems: {report}")
+    };
+    for error in report.errors.iter().take(SHOWN_ERRORS) {
+        text.push_str(&format!("\n• error: {}", truncate(error, 300)));
+    }
+    if report.errors.len() > SHOWN_ERRORS {
+        let more = report.errors.len() - SHOWN_ERRORS;
+        text.push_str(&format!("\n… 另有 {more} 個錯誤 / and {more} more errors"));
+    }
+    text
+}
+
+/// `text` safe inside a Markdown code span: no backticks, at most 64 characters.
+fn code_span(text: &str) -> String {
+    text.chars().filter(|c| *c != '`').take(64).collect()
+}
 
 /// Finishes a deferred reply. Without `flags`: Discord fixes a message's ephemerality with the
 /// first response (the deferral), and an edit of `@original` may not carry `flags: 64`.
@@ -679,6 +852,91 @@ fn money(amount: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn status(index: usize) -> CampaignStatus {
+        CampaignStatus {
+            name: format!("campaign-{index:03}"),
+            schedule: "3d before each event's start".into(),
+            audience: 1_000,
+            sent: 10,
+            pending: 990,
+            in_flight: 3,
+            failed: 2,
+            next_due: chrono::DateTime::from_timestamp(1_785_373_200, 0),
+            ..CampaignStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_long_campaign_list_fits_one_message_and_counts_the_rest() {
+        let statuses: Vec<CampaignStatus> = (0..200).map(status).collect();
+        let text = campaign_lines(&statuses);
+        assert!(char_len(&text) <= MAX_CONTENT_CHARS, "{}", char_len(&text));
+        let shown = text.lines().filter(|line| line.starts_with('•')).count();
+        assert!(shown > 5 && shown < 200, "{shown}");
+        assert!(
+            text.ends_with(&format!("and {} more", 200 - shown)),
+            "{text}"
+        );
+        // Every campaign shown or counted; a list that fits has no "more" line.
+        let few = campaign_lines(&statuses[..shown]);
+        assert!(!few.contains("more"), "{few}");
+        assert_eq!(few.lines().count(), shown + 1);
+        assert!(few.contains("下次 next due 2026-07-30 09:00（Asia/Taipei）"));
+    }
+
+    #[test]
+    fn a_campaign_line_names_in_flight_and_failed_only_when_there_are_some() {
+        let quiet = CampaignStatus {
+            in_flight: 0,
+            failed: 0,
+            next_due: None,
+            ..status(1)
+        };
+        let line = campaign_line(&quiet);
+        assert_eq!(
+            line,
+            "• `campaign-001` · 3d before each event's start · 名單 audience 1000 · 已寄 sent 10 · 待寄 pending 990"
+        );
+        let busy = campaign_line(&status(1));
+        assert!(
+            busy.contains("寄送中 in flight 3 · 失敗 failed 2"),
+            "{busy}"
+        );
+    }
+
+    #[test]
+    fn subcommands_are_found_in_and_out_of_groups() -> Result<(), serde_json::Error> {
+        let grouped: CommandData = serde_json::from_value(serde_json::json!({
+            "id": "1", "name": "autopilot", "type": 1,
+            "options": [{"name": "campaign", "type": 2, "options": [
+                {"name": "send", "type": 1, "options": [
+                    {"name": "name", "type": 3, "value": "newsletter"},
+                    {"name": "confirm", "type": 5, "value": true}
+                ]}
+            ]}]
+        }))?;
+        let (group, sub, options) = invoked(&grouped).unwrap_or_default();
+        assert_eq!((group, sub), (Some("campaign"), "send"));
+        assert_eq!(option_str(options, "name"), Some("newsletter"));
+        assert_eq!(option_bool(options, "confirm"), Some(true));
+        let plain: CommandData = serde_json::from_value(serde_json::json!({
+            "id": "1", "name": "autopilot", "type": 1,
+            "options": [{"name": "poll", "type": 1}]
+        }))?;
+        assert_eq!(
+            invoked(&plain).map(|(g, s, _)| (g, s)),
+            Some((None, "poll"))
+        );
+        let empty_group: CommandData = serde_json::from_value(serde_json::json!({
+            "id": "1", "name": "autopilot", "type": 1,
+            "options": [{"name": "campaign", "type": 2}]
+        }))?;
+        assert!(invoked(&empty_group).is_none());
+        Ok(())
+    }
+
     #[test]
     fn money_groups_thousands() {
         assert_eq!(super::money(0.0), "0");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::model::{ImportRequest, ResendReport, RunSummary};
+use crate::model::{CampaignReport, CampaignStatus, ImportRequest, ResendReport, RunSummary};
 use crate::pii::Sensitive;
 #[cfg(feature = "reconcile")]
 use crate::reconcile::Reconciler;
@@ -22,6 +22,10 @@ pub trait Operations: Send + Sync {
     async fn import(&self, request: ImportRequest) -> Result<RunSummary, String>;
     /// Confirms the revoke held for an event (id or slug).
     async fn confirm_revoke(&self, event: &str) -> Result<RunSummary, String>;
+    /// Every `[[campaigns]]` entry with its audience and progress.
+    async fn campaigns(&self) -> Result<Vec<CampaignStatus>, String>;
+    /// Sends a campaign to those of its audience not yet recorded (`dry_run`: counts only).
+    async fn send_campaign(&self, name: &str, dry_run: bool) -> Result<CampaignReport, String>;
 }
 
 /// In process: `autopilot dev`, and tests.
@@ -53,6 +57,16 @@ impl Operations for Reconciler {
             .await
             .map_err(|e| e.to_string())
     }
+
+    async fn campaigns(&self) -> Result<Vec<CampaignStatus>, String> {
+        self.campaign_list().await.map_err(|e| e.to_string())
+    }
+
+    async fn send_campaign(&self, name: &str, dry_run: bool) -> Result<CampaignReport, String> {
+        self.campaign_send(name, dry_run, None)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[async_trait]
@@ -72,6 +86,14 @@ impl<T: Operations + ?Sized> Operations for Arc<T> {
     async fn confirm_revoke(&self, event: &str) -> Result<RunSummary, String> {
         self.as_ref().confirm_revoke(event).await
     }
+
+    async fn campaigns(&self) -> Result<Vec<CampaignStatus>, String> {
+        self.as_ref().campaigns().await
+    }
+
+    async fn send_campaign(&self, name: &str, dry_run: bool) -> Result<CampaignReport, String> {
+        self.as_ref().send_campaign(name, dry_run).await
+    }
 }
 
 pub use crate::model::PollRequest;
@@ -83,6 +105,7 @@ pub struct RemotePoller {
     url: url::Url,
     import_url: url::Url,
     confirm_url: url::Url,
+    campaigns_url: url::Url,
     ops_token: Sensitive<String>,
 }
 
@@ -97,6 +120,7 @@ impl RemotePoller {
             url: join_url("poller", base_url, "/poll")?,
             import_url: join_url("poller", base_url, "/import")?,
             confirm_url: join_url("poller", base_url, "/revoke/confirm")?,
+            campaigns_url: join_url("poller", base_url, "/campaigns")?,
             ops_token,
         })
     }
@@ -186,5 +210,33 @@ impl Operations for RemotePoller {
             .json(&serde_json::json!({ "event": event }));
         let answer = self.answer(request).await?;
         serde_json::from_value(answer).map_err(|e| format!("the poller's summary: {e}"))
+    }
+
+    /// `GET /campaigns`.
+    async fn campaigns(&self) -> Result<Vec<CampaignStatus>, String> {
+        let request = self
+            .http
+            .get(self.campaigns_url.clone())
+            .bearer_auth(self.ops_token.expose());
+        let mut answer = self.answer(request).await?;
+        serde_json::from_value(answer["campaigns"].take())
+            .map_err(|e| format!("the poller's campaign list: {e}"))
+    }
+
+    /// `POST /campaigns/{name}/send`; a large audience takes longer than a poll's answer.
+    async fn send_campaign(&self, name: &str, dry_run: bool) -> Result<CampaignReport, String> {
+        let mut url = self.campaigns_url.clone();
+        url.path_segments_mut()
+            .map_err(|_| "the poller's URL cannot take a path".to_owned())?
+            .push(name)
+            .push("send");
+        let request = self
+            .http
+            .post(url)
+            .bearer_auth(self.ops_token.expose())
+            .timeout(std::time::Duration::from_secs(120))
+            .json(&serde_json::json!({ "dry_run": dry_run }));
+        let answer = self.answer(request).await?;
+        serde_json::from_value(answer).map_err(|e| format!("the poller's campaign report: {e}"))
     }
 }

@@ -3,6 +3,7 @@
 //! records of the same shape the API gives — so the reconcile treats every door alike.
 
 pub mod csv;
+pub mod page;
 pub mod queue;
 pub mod receiver;
 pub mod webhook;
@@ -11,6 +12,7 @@ use crate::kktix::Attendee;
 use crate::model::SkippedRecord;
 
 pub use self::csv::{check_exports, parse_exports, CsvMapping, CsvRow, ImportError};
+pub use page::{Lang, PageKind, PageSettings};
 pub use queue::{Envelope, IntakeQueue, QueueError, QueuedMessage};
 pub use receiver::{Accepted, DrainTrigger, LocalTrigger, Receiver};
 pub use webhook::{key_paths, WebhookMapping};

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
+use super::page::{PageSettings, RateLimiter};
 use super::queue::{Envelope, IntakeQueue, QueueError};
 use super::webhook::WebhookMapping;
 use crate::contacts::Sealer;
@@ -48,7 +49,17 @@ pub struct Receiver {
     queue: Arc<dyn IntakeQueue>,
     trigger: Arc<dyn DrainTrigger>,
     mapping: WebhookMapping,
+    page: PageSettings,
+    /// Requests per client per hour, and per address per `per_address_minutes` (the poller
+    /// keeps the latter durably too; this spares the queue a flood).
+    per_client: RateLimiter,
+    per_address: RateLimiter,
+    /// Keys the client's address before it is counted or queued: never kept in clear.
+    client_key: [u8; 32],
 }
+
+/// Clients and addresses the in-memory limits remember at most (oldest forgotten first).
+const LIMITER_CAPACITY: usize = 50_000;
 
 /// What the webhook route answers, once the batch is on the queue.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -71,7 +82,60 @@ impl Receiver {
             queue,
             trigger,
             mapping,
+            per_client: limiters(&PageSettings::default()).0,
+            per_address: limiters(&PageSettings::default()).1,
+            page: PageSettings::default(),
+            client_key: rand::random(),
         }
+    }
+
+    /// The attendee page's branding and limits.
+    pub fn with_page(mut self, page: PageSettings) -> Self {
+        (self.per_client, self.per_address) = limiters(&page);
+        self.page = page;
+        self
+    }
+
+    pub fn page(&self) -> &PageSettings {
+        &self.page
+    }
+
+    /// The client's address, keyed: what the per-client limit counts and the queue carries.
+    pub fn client_id(&self, client: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.client_key);
+        hasher.update(client.as_bytes());
+        hex::encode(&hasher.finalize()[..16])
+    }
+
+    /// Counts one request of this client; false when it is over the hourly limit.
+    pub fn client_allowed(&self, client_id: &str) -> bool {
+        self.per_client.allow(client_id, std::time::Instant::now())
+    }
+
+    /// Queues an attendee-page request (hashes only) and wakes the poller, unless the same
+    /// address asked within `per_address_minutes` (then nothing is queued: the answer is the
+    /// same either way).
+    pub async fn accept_invitation_request(
+        &self,
+        email_hashes: Vec<String>,
+        client_id: String,
+    ) -> Result<(), QueueError> {
+        let Some(address) = email_hashes.last() else {
+            return Ok(());
+        };
+        if !self.per_address.allow(address, std::time::Instant::now()) {
+            return Ok(());
+        }
+        self.queue
+            .push(&Envelope::InvitationRequest {
+                email_hashes,
+                client: client_id,
+                received_at: Utc::now(),
+            })
+            .await?;
+        self.trigger.kick().await;
+        Ok(())
     }
 
     /// Whether `presented` is the webhook's token (constant time); false when none is set.
@@ -126,4 +190,19 @@ impl Receiver {
     pub fn sealer(&self) -> Option<&Sealer> {
         self.sealer.as_ref()
     }
+}
+
+fn limiters(page: &PageSettings) -> (RateLimiter, RateLimiter) {
+    (
+        RateLimiter::new(
+            std::time::Duration::from_secs(3600),
+            page.per_client_per_hour,
+            LIMITER_CAPACITY,
+        ),
+        RateLimiter::new(
+            std::time::Duration::from_secs(page.per_address_minutes * 60),
+            1,
+            LIMITER_CAPACITY,
+        ),
+    )
 }

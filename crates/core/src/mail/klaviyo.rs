@@ -13,7 +13,10 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use url::Url;
 
-use super::{Invitation, MailOutcome, MailProvider, MailResult, MailTemplate};
+use super::{
+    CampaignLetter, Invitation, KlaviyoCampaigns, MailOutcome, MailProvider, MailResult,
+    MailTemplate,
+};
 use crate::model::Link;
 use crate::pii::Sensitive;
 use crate::upstream::{build_client, join_url, HttpOptions, Upstream, UpstreamError};
@@ -35,6 +38,8 @@ pub struct KlaviyoProvider {
     api_key: Sensitive<String>,
     metric: String,
     upstream: Upstream,
+    /// Campaign waves: lists, templates, campaigns and send jobs.
+    campaigns: Option<KlaviyoCampaigns>,
 }
 
 #[derive(Serialize)]
@@ -118,12 +123,23 @@ impl KlaviyoProvider {
             metric: metric.to_owned(),
             // Safe to repeat even when the outcome is unknown: `unique_id` deduplicates.
             upstream: Upstream::new(UPSTREAM, options.retry),
+            campaigns: None,
         })
     }
 
-    /// HTTP requests sent so far, retries included.
+    /// Sends campaign waves through `campaigns` (without it, they fail).
+    pub fn with_campaigns(mut self, campaigns: KlaviyoCampaigns) -> Self {
+        self.campaigns = Some(campaigns);
+        self
+    }
+
+    /// HTTP requests sent so far, retries included (campaign calls too).
     pub fn attempts(&self) -> u64 {
         self.upstream.attempts()
+            + self
+                .campaigns
+                .as_ref()
+                .map_or(0, KlaviyoCampaigns::attempts)
     }
 
     fn body<'a>(&'a self, invitation: &'a Invitation, unique_id: String) -> Body<'a> {
@@ -218,6 +234,26 @@ impl KlaviyoProvider {
 impl MailProvider for KlaviyoProvider {
     fn name(&self) -> &'static str {
         PROVIDER
+    }
+
+    async fn send_campaign(
+        &self,
+        letter: CampaignLetter<'_>,
+        batch: &[Invitation],
+    ) -> Vec<MailResult> {
+        match &self.campaigns {
+            Some(campaigns) => campaigns.send(letter, batch).await,
+            None => batch
+                .iter()
+                .map(|invitation| MailResult {
+                    key: invitation.key,
+                    outcome: MailOutcome::Failed {
+                        reason: "Klaviyo campaigns are not configured".into(),
+                        transient: false,
+                    },
+                })
+                .collect(),
+        }
     }
 
     /// The template is not used: the Klaviyo flow holds the email's content.

@@ -26,8 +26,8 @@ use url::Url;
 
 use super::template::{escape_html, BatchShape};
 use super::{
-    Invitation, MailOutcome, MailProvider, MailResult, MailTemplate, SettleQuery, SettleResult,
-    Settlement,
+    CampaignLetter, CampaignWave, Invitation, MailOutcome, MailProvider, MailResult, MailTemplate,
+    SettleQuery, SettleResult, Settlement,
 };
 use crate::model::AttendeeKey;
 use crate::pii::Sensitive;
@@ -132,10 +132,13 @@ impl MailgunProvider {
     }
 
     /// `o:tag` values: the event, the ticket and the first configured tag, deduplicated.
-    fn tags_for(&self, shape: &BatchShape) -> Vec<String> {
+    /// A campaign's letters carry `campaign-NAME` first, then the event and the ticket.
+    fn tags_for(&self, shape: &BatchShape, wave: Option<&CampaignWave>) -> Vec<String> {
         let mut tags: Vec<String> = Vec::with_capacity(MAX_TAGS);
-        let candidates = [tag_of(&shape.event_name), tag_of(&shape.ticket_name)]
+        let candidates = wave
+            .map(|wave| tag_of(&format!("campaign-{}", wave.campaign)))
             .into_iter()
+            .chain([tag_of(&shape.event_name), tag_of(&shape.ticket_name)])
             .chain(self.tags.iter().cloned());
         for tag in candidates {
             if tags.len() == MAX_TAGS {
@@ -155,6 +158,7 @@ impl MailgunProvider {
         mail: &super::RenderedMail,
         tags: &[String],
         chunk: &[&Invitation],
+        wave: Option<&CampaignWave>,
     ) -> Result<Vec<(&'static str, String)>, String> {
         let mut variables = serde_json::Map::with_capacity(chunk.len());
         for invitation in chunk {
@@ -191,8 +195,17 @@ impl MailgunProvider {
         form.push(("o:tracking-clicks", "htmlonly".into()));
         form.push(("o:tracking-opens", "yes".into()));
         form.push(("v:autopilot-key", "%recipient.key%".into()));
-        if let Some(intent) = chunk.first().and_then(|i| i.intent.as_deref()) {
+        let intent = wave
+            .map(|wave| wave.intent.as_str())
+            .or_else(|| chunk.first().and_then(|i| i.intent.as_deref()));
+        if let Some(intent) = intent {
             form.push(("v:autopilot-intent", intent.to_owned()));
+        }
+        if let Some(wave) = wave {
+            form.push(("v:autopilot-campaign", wave.campaign.clone()));
+            if let Some(at) = wave.deliver_at {
+                form.push(("o:deliverytime", at.to_rfc2822()));
+            }
         }
         Ok(form)
     }
@@ -205,9 +218,10 @@ impl MailgunProvider {
         mail: &'a super::RenderedMail,
         tags: &'a [String],
         chunk: &'a [&'a Invitation],
+        wave: Option<&'a CampaignWave>,
     ) -> BoxFuture<'a, Vec<MailOutcome>> {
         Box::pin(async move {
-            let form = match self.form(from, mail, tags, chunk) {
+            let form = match self.form(from, mail, tags, chunk, wave) {
                 Ok(form) => form,
                 Err(reason) => {
                     return vec![
@@ -248,12 +262,12 @@ impl MailgunProvider {
             match &error {
                 UpstreamError::Rejected { status: 400, .. } if chunk.len() > 1 => {
                     let (left, right) = chunk.split_at(chunk.len() / 2);
-                    let mut outcomes = self.send_chunk(from, mail, tags, left).await;
+                    let mut outcomes = self.send_chunk(from, mail, tags, left, wave).await;
                     if let Some(failing) = outcomes.iter().find(|o| o.provider_failing()) {
                         let reason = not_attempted(failing);
                         outcomes.extend(vec![MailOutcome::NotAttempted { reason }; right.len()]);
                     } else {
-                        outcomes.extend(self.send_chunk(from, mail, tags, right).await);
+                        outcomes.extend(self.send_chunk(from, mail, tags, right, wave).await);
                     }
                     outcomes
                 }
@@ -422,6 +436,28 @@ impl MailProvider for MailgunProvider {
         batch: &[Invitation],
         _resend: bool,
     ) -> Vec<MailResult> {
+        self.send_all(template, batch, None).await
+    }
+
+    /// Sent like invitations, tagged `campaign-NAME`, with `o:deliverytime` when scheduled and
+    /// the wave's intent on every message: an uncertain batch is settled from the Events API.
+    async fn send_campaign(
+        &self,
+        letter: CampaignLetter<'_>,
+        batch: &[Invitation],
+    ) -> Vec<MailResult> {
+        self.send_all(letter.template, batch, Some(letter.wave))
+            .await
+    }
+}
+
+impl MailgunProvider {
+    async fn send_all(
+        &self,
+        template: &MailTemplate,
+        batch: &[Invitation],
+        wave: Option<&CampaignWave>,
+    ) -> Vec<MailResult> {
         let mut outcomes: Vec<Option<MailOutcome>> = vec![None; batch.len()];
         let from = if self.from.is_empty() {
             template.from.as_str()
@@ -444,7 +480,7 @@ impl MailProvider for MailgunProvider {
                     continue;
                 }
             };
-            let tags = self.tags_for(&shape);
+            let tags = self.tags_for(&shape, wave);
             for chunk in chunks(batch, &members) {
                 if let Some(reason) = &failing {
                     for &index in &chunk {
@@ -455,7 +491,9 @@ impl MailProvider for MailgunProvider {
                     continue;
                 }
                 let invitations: Vec<&Invitation> = chunk.iter().map(|&i| &batch[i]).collect();
-                let results = self.send_chunk(from, &mail, &tags, &invitations).await;
+                let results = self
+                    .send_chunk(from, &mail, &tags, &invitations, wave)
+                    .await;
                 if let Some(bad) = results.iter().find(|o| o.provider_failing()) {
                     failing = Some(not_attempted(bad));
                 }

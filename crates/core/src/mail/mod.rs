@@ -7,6 +7,8 @@
 #[cfg(feature = "mail-providers")]
 mod klaviyo;
 #[cfg(feature = "mail-providers")]
+mod klaviyo_campaign;
+#[cfg(feature = "mail-providers")]
 mod mailgun;
 #[cfg(feature = "mail-providers")]
 mod outbox;
@@ -23,12 +25,14 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "mail-providers")]
 pub use klaviyo::{KlaviyoProvider, KLAVIYO_REVISION};
 #[cfg(feature = "mail-providers")]
+pub use klaviyo_campaign::KlaviyoCampaigns;
+#[cfg(feature = "mail-providers")]
 pub use mailgun::{MailgunProvider, MAILGUN_BATCH_LIMIT};
 #[cfg(feature = "mail-providers")]
 pub use outbox::OutboxProvider;
 pub use remote::RemoteMailer;
 #[cfg(feature = "mail-providers")]
-pub use template::{MailTemplate, RenderedMail, TemplateError};
+pub use template::{BatchShape, MailTemplate, Placeholders, RenderedMail, TemplateError};
 
 /// Mailgun's US region (`MAILGUN_API_BASE` unless set).
 pub const MAILGUN_DEFAULT_API_BASE: &str = "https://api.mailgun.net";
@@ -130,6 +134,28 @@ pub struct MailResult {
     pub outcome: MailOutcome,
 }
 
+/// One wave of a campaign: its letter to a set of attendees, handed to the provider at once.
+/// `intent` names the wave: every provider object and message of it carries the intent, so a
+/// wave sent again with the same intent (after a crash or an uncertain answer) is recognised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignWave {
+    /// The campaign's `name` in `[[campaigns]]` (letters, digits, `-` and `_`).
+    pub campaign: String,
+    pub intent: String,
+    /// A scheduled send: the provider delivers at this time (Mailgun `o:deliverytime`,
+    /// Klaviyo's static send strategy, an outbox `Date:`); unset, at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A campaign wave with its compiled template, as the provider sees it.
+#[cfg(feature = "mail-providers")]
+#[derive(Debug, Clone, Copy)]
+pub struct CampaignLetter<'a> {
+    pub wave: &'a CampaignWave,
+    pub template: &'a MailTemplate,
+}
+
 /// An email service provider. `send` answers one result per invitation, in order; it never
 /// fails as a whole, so one bad invitation cannot sink the batch.
 #[cfg(feature = "mail-providers")]
@@ -143,6 +169,16 @@ pub trait MailProvider: Send + Sync {
         template: &MailTemplate,
         batch: &[Invitation],
         resend: bool,
+    ) -> Vec<MailResult>;
+
+    /// Sends one campaign wave: one result per invitation (the invitation carries the
+    /// recipient's values), in order. Sending the same wave again must not mail anyone twice:
+    /// providers that cannot recognise a wave answer [`MailOutcome::Uncertain`] for unknown
+    /// outcomes and settle them through [`MailProvider::settle`].
+    async fn send_campaign(
+        &self,
+        letter: CampaignLetter<'_>,
+        batch: &[Invitation],
     ) -> Vec<MailResult>;
 
     /// Which recipients of each intent were accepted. Providers that deduplicate never answer
@@ -165,6 +201,9 @@ pub trait MailProvider: Send + Sync {
 #[async_trait]
 pub trait MailService: Send + Sync {
     async fn send(&self, batch: Vec<Invitation>, force: bool) -> Vec<MailResult>;
+    /// One campaign wave (see [`MailProvider::send_campaign`]); a campaign the mailer does not
+    /// know fails every invitation for good.
+    async fn send_campaign(&self, wave: CampaignWave, batch: Vec<Invitation>) -> Vec<MailResult>;
     async fn settle(&self, queries: Vec<SettleQuery>) -> Vec<SettleResult>;
 }
 
@@ -173,12 +212,27 @@ pub trait MailService: Send + Sync {
 pub struct Mailer {
     provider: Arc<dyn MailProvider>,
     template: MailTemplate,
+    /// Each `[[campaigns]]` entry's compiled template, by campaign name.
+    campaigns: std::collections::HashMap<String, MailTemplate>,
 }
 
 #[cfg(feature = "mail-providers")]
 impl Mailer {
     pub fn new(provider: Arc<dyn MailProvider>, template: MailTemplate) -> Self {
-        Self { provider, template }
+        Self {
+            provider,
+            template,
+            campaigns: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The campaigns this mailer can send, by name.
+    pub fn with_campaigns(
+        mut self,
+        campaigns: impl IntoIterator<Item = (String, MailTemplate)>,
+    ) -> Self {
+        self.campaigns = campaigns.into_iter().collect();
+        self
     }
 
     pub fn provider_name(&self) -> &'static str {
@@ -194,6 +248,33 @@ impl MailService for Mailer {
             return Vec::new();
         }
         self.provider.send(&self.template, &batch, force).await
+    }
+
+    async fn send_campaign(&self, wave: CampaignWave, batch: Vec<Invitation>) -> Vec<MailResult> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let Some(template) = self.campaigns.get(&wave.campaign) else {
+            let reason = format!(
+                "the mailer has no campaign {:?} in its [[campaigns]]",
+                wave.campaign
+            );
+            return batch
+                .iter()
+                .map(|invitation| MailResult {
+                    key: invitation.key,
+                    outcome: MailOutcome::Failed {
+                        reason: reason.clone(),
+                        transient: false,
+                    },
+                })
+                .collect();
+        };
+        let letter = CampaignLetter {
+            wave: &wave,
+            template,
+        };
+        self.provider.send_campaign(letter, &batch).await
     }
 
     async fn settle(&self, queries: Vec<SettleQuery>) -> Vec<SettleResult> {
@@ -248,9 +329,23 @@ pub struct MailSettings {
     /// seconds, but it vouches for completeness only after about 30 minutes; the default
     /// trusts the next run (5 minutes later) so an outage's probe goes out on recovery.
     pub settle_after: String,
+    /// How long before a scheduled campaign is due a run hands it to the provider with its
+    /// delivery time (Mailgun `o:deliverytime`, Klaviyo's static send time), so it arrives on
+    /// time rather than up to a run later. `0s`: sent by the first run after it is due.
+    pub campaign_lead: String,
 }
 
 impl MailSettings {
+    /// `campaign_lead` as a duration.
+    pub fn campaign_lead(&self) -> Result<std::time::Duration, String> {
+        humantime::parse_duration(self.campaign_lead.trim()).map_err(|e| {
+            format!(
+                "[mail] campaign_lead {:?} is not a duration like 10m ({e})",
+                self.campaign_lead
+            )
+        })
+    }
+
     /// `settle_after` as a duration (`30m`, `90s`, `0s`).
     pub fn settle_after(&self) -> Result<std::time::Duration, String> {
         humantime::parse_duration(self.settle_after.trim()).map_err(|e| {
@@ -273,6 +368,7 @@ impl Default for MailSettings {
             klaviyo_metric: "KKTIX Autopilot Invitation".into(),
             tags: Vec::new(),
             settle_after: "0s".into(),
+            campaign_lead: "10m".into(),
         }
     }
 }

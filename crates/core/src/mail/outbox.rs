@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{Address, Message};
 
-use super::{Invitation, MailOutcome, MailProvider, MailResult, MailTemplate};
+use super::{
+    CampaignLetter, CampaignWave, Invitation, MailOutcome, MailProvider, MailResult, MailTemplate,
+};
 
 const PROVIDER: &str = "outbox";
 /// Resends of one invitation before the outbox refuses another.
@@ -51,6 +53,32 @@ impl MailProvider for OutboxProvider {
         batch: &[Invitation],
         resend: bool,
     ) -> Vec<MailResult> {
+        self.write_all(template, batch, resend, None).await
+    }
+
+    /// `campaign-NAME-EVENT-ATTENDEE.eml`: a wave sent again finds its files and writes none.
+    async fn send_campaign(
+        &self,
+        letter: CampaignLetter<'_>,
+        batch: &[Invitation],
+    ) -> Vec<MailResult> {
+        self.write_all(letter.template, batch, false, Some(letter.wave))
+            .await
+    }
+}
+
+impl OutboxProvider {
+    async fn write_all(
+        &self,
+        template: &MailTemplate,
+        batch: &[Invitation],
+        resend: bool,
+        wave: Option<&CampaignWave>,
+    ) -> Vec<MailResult> {
+        let prefix = wave
+            .map(|wave| format!("campaign-{}-", wave.campaign))
+            .unwrap_or_default();
+        let date = wave.and_then(|wave| wave.deliver_at).map(SystemTime::from);
         let dir = self.dir.clone();
         let from = if self.from.is_empty() {
             template.from.clone()
@@ -65,6 +93,8 @@ impl MailProvider for OutboxProvider {
                 dir: &dir,
                 from: &from,
                 template: &template,
+                prefix: &prefix,
+                date,
             };
             owned
                 .iter()
@@ -93,6 +123,10 @@ struct Writer<'a> {
     dir: &'a Path,
     from: &'a str,
     template: &'a MailTemplate,
+    /// Before the attendee key in file names (`campaign-NAME-` for a campaign's letters).
+    prefix: &'a str,
+    /// A scheduled letter's `Date:`; unset, now.
+    date: Option<SystemTime>,
 }
 
 fn failed(reason: String, transient: bool) -> MailOutcome {
@@ -108,7 +142,10 @@ fn sent(file_name: String) -> MailOutcome {
 
 impl Writer<'_> {
     fn write(&self, invitation: &Invitation, resend: bool) -> MailOutcome {
-        let stem = format!("{}-{}", invitation.key.event_id, invitation.key.attendee_id);
+        let stem = format!(
+            "{}{}-{}",
+            self.prefix, invitation.key.event_id, invitation.key.attendee_id
+        );
         let first = format!("{stem}.eml");
         if !resend && self.dir.join(&first).exists() {
             return sent(first);
@@ -198,7 +235,7 @@ impl Writer<'_> {
             .from(from)
             .to(to)
             .subject(mail.subject)
-            .date_now()
+            .date(self.date.unwrap_or_else(SystemTime::now))
             .message_id(Some(message_id))
             .multipart(MultiPart::alternative_plain_html(mail.text, mail.html))
             .map_err(|_| failed("outbox: the message does not build".into(), false))

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Invitation, MailOutcome, MailResult, MailService, SettleQuery, SettleResult, Settlement,
+    CampaignWave, Invitation, MailOutcome, MailResult, MailService, SettleQuery, SettleResult,
+    Settlement,
 };
 use crate::model::AttendeeKey;
 use crate::model::Link;
@@ -23,6 +24,9 @@ pub struct MailBody {
     pub force: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invitations: Vec<InvitationWire>,
+    /// The invitations are the recipients of this campaign wave, not invitations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<CampaignWave>,
     /// Which recipients of these intents the provider accepted (after uncertain sends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle: Option<Vec<SettleQuery>>,
@@ -135,6 +139,21 @@ impl MailService for RemoteMailer {
         let body = MailBody {
             force,
             invitations: batch.iter().map(InvitationWire::from).collect(),
+            campaign: None,
+            settle: None,
+        };
+        self.client.exchange(&self.url, &body, &keys).await
+    }
+
+    async fn send_campaign(&self, wave: CampaignWave, batch: Vec<Invitation>) -> Vec<MailResult> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<AttendeeKey> = batch.iter().map(|i| i.key).collect();
+        let body = MailBody {
+            force: false,
+            invitations: batch.iter().map(InvitationWire::from).collect(),
+            campaign: Some(wave),
             settle: None,
         };
         self.client.exchange(&self.url, &body, &keys).await
@@ -147,6 +166,7 @@ impl MailService for RemoteMailer {
         let body = MailBody {
             force: false,
             invitations: Vec::new(),
+            campaign: None,
             settle: Some(queries.clone()),
         };
         match self.client.post::<_, Settlements>(&self.url, &body).await {

@@ -51,6 +51,36 @@ pub mod placeholder {
     pub const REG_NO: &str = "%recipient.reg_no%";
 }
 
+/// Where a batch message's per-recipient values go: the provider fills them in per recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placeholders {
+    pub name: &'static str,
+    pub name_html: &'static str,
+    pub checkin_code: &'static str,
+    pub checkin_code_html: &'static str,
+    pub reg_no: &'static str,
+}
+
+impl Placeholders {
+    /// Mailgun's `%recipient.…%` variables (see [`placeholder`]).
+    pub const MAILGUN: Self = Self {
+        name: placeholder::NAME,
+        name_html: placeholder::NAME_HTML,
+        checkin_code: placeholder::CHECKIN_CODE,
+        checkin_code_html: placeholder::CHECKIN_CODE_HTML,
+        reg_no: placeholder::REG_NO,
+    };
+    /// Klaviyo's template language reading the profile (its own escaping applies in HTML).
+    /// No quotes or `<>&`: the HTML part's autoescaping must leave them as they are.
+    pub const KLAVIYO: Self = Self {
+        name: "{{ first_name }}",
+        name_html: "{{ first_name }}",
+        checkin_code: "{{ person.autopilot_checkin_code }}",
+        checkin_code_html: "{{ person.autopilot_checkin_code }}",
+        reg_no: "{{ person.autopilot_reg_no }}",
+    };
+}
+
 /// What one batch message shares: everything but the per-recipient values, and which of the
 /// optional per-recipient values its recipients have (a template's `{% if checkin_code %}` must
 /// see the same answer for every recipient of the message).
@@ -227,6 +257,31 @@ impl MailTemplate {
         Ok(template)
     }
 
+    /// Each campaign's template (the sender is `[mail] from`), compiled and test-rendered; the
+    /// error names the campaign, the part and the line.
+    pub fn for_campaigns(
+        settings: &MailSettings,
+        campaigns: &[crate::campaign::CampaignSettings],
+    ) -> Result<Vec<(String, Self)>, TemplateError> {
+        campaigns
+            .iter()
+            .map(|campaign| {
+                let template = Self {
+                    from: settings.from.trim().to_owned(),
+                    subject: campaign.subject.clone(),
+                    text: campaign.text.clone(),
+                    html: campaign.html.clone(),
+                };
+                template
+                    .validate()
+                    .map(|()| (campaign.name.trim().to_owned(), template))
+                    .map_err(|e| {
+                        TemplateError(format!("[[campaigns]] {}: {}", campaign.name.trim(), e.0))
+                    })
+            })
+            .collect()
+    }
+
     /// Compiles the three parts and renders them once with sample values.
     pub fn validate(&self) -> Result<(), TemplateError> {
         let env = self.environment()?;
@@ -268,6 +323,16 @@ impl MailTemplate {
     /// (see [`placeholder`]) where the per-recipient values go: the raw name in the subject and
     /// text, the HTML-escaped one (`name_html`, see [`escape_html`]) in the HTML part.
     pub fn render_batch(&self, shape: &BatchShape) -> Result<RenderedMail, TemplateError> {
+        self.render_batch_with(shape, &Placeholders::MAILGUN)
+    }
+
+    /// One mail for every invitation of `shape`, with `placeholders` where the per-recipient
+    /// values go.
+    pub fn render_batch_with(
+        &self,
+        shape: &BatchShape,
+        placeholders: &Placeholders,
+    ) -> Result<RenderedMail, TemplateError> {
         let env = self.environment()?;
         let base = |name: &'static str, checkin_code: &'static str| Context {
             name: if shape.has_name { name } else { "" },
@@ -276,10 +341,10 @@ impl MailTemplate {
             links: &shape.links,
             venue_url: shape.venue_url.as_deref(),
             checkin_code: shape.has_checkin_code.then_some(checkin_code),
-            reg_no: shape.has_reg_no.then(|| Value::from(placeholder::REG_NO)),
+            reg_no: shape.has_reg_no.then(|| Value::from(placeholders.reg_no)),
         };
-        let plain = base(placeholder::NAME, placeholder::CHECKIN_CODE);
-        let html = base(placeholder::NAME_HTML, placeholder::CHECKIN_CODE_HTML);
+        let plain = base(placeholders.name, placeholders.checkin_code);
+        let html = base(placeholders.name_html, placeholders.checkin_code_html);
         render_parts(&env, &plain, &html)
     }
 
@@ -301,8 +366,18 @@ impl MailTemplate {
             (TEXT, &self.text),
             (HTML, &self.html),
         ] {
-            env.add_template_owned(part, source.clone())
-                .map_err(|e| TemplateError(format!("the {part} template does not compile: {e}")))?;
+            env.add_template_owned(part, source.clone()).map_err(|e| {
+                // The template's own text, not personal data: the detail is safe to show.
+                let line = e
+                    .line()
+                    .map(|l| format!(" at line {l}"))
+                    .unwrap_or_default();
+                let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+                TemplateError(format!(
+                    "the {part} template does not compile{line}: {}{detail}",
+                    e.kind()
+                ))
+            })?;
         }
         Ok(env)
     }

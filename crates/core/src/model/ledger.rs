@@ -44,10 +44,18 @@ pub enum Step {
     GrantFailed,
     MailFailed,
     RevokeFailed,
+    /// About to send a campaign's letter; `detail` is `CAMPAIGN INTENT`. Until
+    /// `campaign_sent` or `campaign_failed` follows, the letter may be out: it is settled or
+    /// sent again within the same intent, which the provider recognises.
+    CampaignIntent,
+    /// The provider accepted the campaign's letter; `detail` is `CAMPAIGN PROVIDER`.
+    CampaignSent,
+    /// `detail` is `CAMPAIGN permanent: …` or `CAMPAIGN transient: …`.
+    CampaignFailed,
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 13] = [
         Step::AwaitingPayment,
         Step::Loaded,
         Step::Granted,
@@ -58,6 +66,9 @@ impl Step {
         Step::GrantFailed,
         Step::MailFailed,
         Step::RevokeFailed,
+        Step::CampaignIntent,
+        Step::CampaignSent,
+        Step::CampaignFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +83,9 @@ impl Step {
             Self::GrantFailed => "grant_failed",
             Self::MailFailed => "mail_failed",
             Self::RevokeFailed => "revoke_failed",
+            Self::CampaignIntent => "campaign_intent",
+            Self::CampaignSent => "campaign_sent",
+            Self::CampaignFailed => "campaign_failed",
         }
     }
 }
@@ -167,6 +181,33 @@ pub struct Admission {
     pub grant_failures: Failures,
     pub mail_failures: Failures,
     pub revoke_failures: Failures,
+    /// Each campaign's letter to this attendee, by campaign name.
+    pub campaigns: std::collections::BTreeMap<String, CampaignLetterState>,
+    /// When the attendee page last resent the invitation.
+    pub last_self_service: Option<DateTime<Utc>>,
+}
+
+/// The `mailed` detail of an attendee-page resend (then the provider's name).
+pub const SELF_SERVICE: &str = "self-service";
+
+/// Where one campaign's letter to one attendee stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CampaignLetterState {
+    /// The provider accepted it: never sent again.
+    pub sent: bool,
+    /// A wave that holds this letter and whose outcome is not recorded: `(intent, when)`.
+    pub intent: Option<(String, DateTime<Utc>)>,
+    pub failures: Failures,
+}
+
+/// `campaign_*` details: the campaign's name, a space, the rest.
+pub fn campaign_detail(campaign: &str, rest: &str) -> String {
+    format!("{campaign} {rest}")
+}
+
+fn split_campaign_detail(detail: Option<&str>) -> Option<(&str, &str)> {
+    let detail = detail?;
+    Some(detail.split_once(' ').unwrap_or((detail, "")))
 }
 
 impl Admission {
@@ -204,6 +245,9 @@ impl Admission {
                 self.grant_failures = Failures::default();
             }
             Step::Mailed => {
+                if detail.is_some_and(|d| d.starts_with(SELF_SERVICE)) {
+                    self.last_self_service = Some(at);
+                }
                 self.mailed = true;
                 self.mail_intent = None;
                 self.mail_failures = Failures::default();
@@ -222,6 +266,29 @@ impl Admission {
                 self.mail_failures.record(at, detail);
             }
             Step::RevokeFailed => self.revoke_failures.record(at, detail),
+            Step::CampaignIntent => {
+                if let Some((campaign, intent)) = split_campaign_detail(detail) {
+                    let state = self.campaigns.entry(campaign.to_owned()).or_default();
+                    if !state.sent {
+                        state.intent = Some((intent.to_owned(), at));
+                    }
+                }
+            }
+            Step::CampaignSent => {
+                if let Some((campaign, _)) = split_campaign_detail(detail) {
+                    let state = self.campaigns.entry(campaign.to_owned()).or_default();
+                    state.sent = true;
+                    state.intent = None;
+                    state.failures = Failures::default();
+                }
+            }
+            Step::CampaignFailed => {
+                if let Some((campaign, reason)) = split_campaign_detail(detail) {
+                    let state = self.campaigns.entry(campaign.to_owned()).or_default();
+                    state.intent = None;
+                    state.failures.record(at, Some(reason));
+                }
+            }
         }
         if let Some(hash) = email_hash {
             self.email_hash = Some(hash.to_owned());

@@ -3,10 +3,12 @@
 //! rules; it depends on nothing else of this crate, so every other module may use it and it
 //! can never be part of an import circle.
 
+mod campaign;
 mod ledger;
 mod run;
 mod warehouse;
 
+pub use campaign::*;
 pub use ledger::*;
 pub use run::*;
 pub use warehouse::*;

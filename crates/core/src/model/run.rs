@@ -76,6 +76,18 @@ pub struct RunSummary {
     /// Invitations the email provider accepted this run.
     #[serde(default)]
     pub mailed: u64,
+    /// Attendee-page requests this run handled, and the invitations they resent.
+    #[serde(default)]
+    pub self_service_requests: u64,
+    #[serde(default)]
+    pub self_service_resends: u64,
+    /// The channel's daily count of self-service resends, sent by the first run of a day
+    /// (Asia/Taipei) for the day before. Counts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Campaign letters the email provider accepted this run (scheduled and catch-up ones).
+    #[serde(default)]
+    pub campaign_letters: u64,
     /// Refunded attendees whose access was taken back this run.
     #[serde(default)]
     pub revoked: u64,

@@ -101,6 +101,7 @@ impl Reconciler {
             .await;
         self.revoke_refunded(std::slice::from_ref(&selected.event), &mut state)
             .await;
+        self.campaigns_due(&mut state).await;
         Ok(self.finish(state).await)
     }
 
@@ -193,6 +194,7 @@ impl Reconciler {
         }
         state.summary.events = touched.len() as u64;
         self.revoke_refunded(&touched, &mut state).await;
+        self.campaigns_due(&mut state).await;
         Some(self.finish(state).await)
     }
 
@@ -711,18 +713,85 @@ impl Reconciler {
 impl Reconciler {
     /// Attendee-page requests are handled by the attendee page's own module; until one is
     /// configured they wait on the queue.
-    async fn handle_invitation_request(
-        &self,
-        _body: &str,
-        state: &mut RunState,
-    ) -> Option<Handled> {
-        state.partial(
-            "queue",
-            "an attendee-page request is queued, but this poller does not handle them".into(),
-        );
-        Some(Handled::Held)
+    /// An attendee-page request: the invitations of the paid, non-refunded attendees whose
+    /// address hashes to one of the request's go out again, each at most once per
+    /// `per_address_minutes` (recorded in the ledger as a self-service resend). A request that
+    /// matches nobody does nothing, and says so to no one.
+    async fn handle_invitation_request(&self, body: &str, state: &mut RunState) -> Option<Handled> {
+        let Ok(Envelope::InvitationRequest {
+            email_hashes,
+            received_at,
+            ..
+        }) = serde_json::from_str::<Envelope>(body)
+        else {
+            return Some(Handled::Done);
+        };
+        state.summary.self_service_requests += 1;
+        // Older than a day: the buyer has long given up on this one (or asked again).
+        if state.now - received_at > chrono::Duration::days(1) {
+            return Some(Handled::Done);
+        }
+        let events = match self.warehouse.events().await {
+            Ok(events) => events,
+            Err(error) => {
+                state.partial(
+                    "store",
+                    format!("reading the events for an attendee-page request: {error}"),
+                );
+                return None;
+            }
+        };
+        let every = chrono::Duration::from_std(self.self_service_every).unwrap_or_default();
+        let mut due = Vec::new();
+        for event in events
+            .iter()
+            .filter(|e| super::event::still_open(e.end_at.as_deref(), state.now))
+        {
+            let admissions = match self.ledger.admissions(event.id).await {
+                Ok(admissions) => admissions,
+                Err(error) => {
+                    state.partial(
+                        "store",
+                        format!("reading the ledger for an attendee-page request: {error}"),
+                    );
+                    return None;
+                }
+            };
+            for (attendee_id, admission) in admissions {
+                let holds = admission
+                    .email_hash
+                    .as_ref()
+                    .is_some_and(|hash| email_hashes.contains(hash));
+                let paid = admission.loaded && !admission.cancelled && !admission.awaiting_payment;
+                // Not mailed yet: the loop sends the first invitation itself.
+                let recent = admission
+                    .last_self_service
+                    .is_some_and(|at| state.now - at < every);
+                if holds && paid && admission.mailed && !recent {
+                    due.push(crate::model::AttendeeKey {
+                        event_id: event.id,
+                        attendee_id,
+                    });
+                }
+            }
+        }
+        for key in due.into_iter().take(MAX_SELF_SERVICE_PER_REQUEST) {
+            match self.resend_locked(key, crate::model::SELF_SERVICE).await {
+                Ok(_) => state.summary.self_service_resends += 1,
+                // The provider is failing: the request waits for a later run.
+                Err(super::ResendError::Mail { .. }) => return Some(Handled::Held),
+                Err(error) => state
+                    .summary
+                    .warnings
+                    .push(format!("an attendee-page resend: {error}")),
+            }
+        }
+        Some(Handled::Done)
     }
 }
+
+/// Invitations one attendee-page request resends at most (one buyer's tickets).
+const MAX_SELF_SERVICE_PER_REQUEST: usize = 10;
 
 /// What draining the queue found: pushed events changed, API events named, and whether a
 /// body named nothing readable (then every event is looked at).

@@ -20,6 +20,7 @@ use crate::selection::{CategoryRules, Door, EventSelector};
 use crate::store::{ContactVault, Ledger, Warehouse};
 
 mod admit;
+mod campaign;
 mod event;
 mod guard;
 mod intake;
@@ -29,6 +30,10 @@ mod resend;
 mod revoke;
 
 pub use crate::model::{RunKind, RunOutcome, RunSummary, SkippedRecord};
+pub use campaign::{
+    CampaignError, CampaignProgress, CampaignReport, CampaignStatus, ProgressFn,
+    WAVE as CAMPAIGN_WAVE,
+};
 pub use guard::{ConfirmError, SafetySettings};
 pub use intake::{ImportFailure, ImportRequest, ShredReport};
 pub use notice::compose_notice;
@@ -37,6 +42,9 @@ pub use resend::{ResendError, ResendReport};
 /// Attendees fetched, loaded, granted, mailed and recorded per step of a run: at 1,000 a
 /// batch of new buyers costs one guest-list call and one Mailgun call.
 const FETCH_CHUNK: usize = 1000;
+
+/// Runs read back for the daily count: a day of 5-minute runs and webhook drains.
+const DIGEST_RUNS: usize = 5000;
 
 /// Another run holds the loop; runs never overlap (the poller is the ledger's only writer).
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +104,11 @@ pub struct Reconciler {
     /// Told of every finished run (the poller function prints its metrics line).
     observer: Option<RunObserver>,
     options: ReconcileOptions,
+    /// `[[campaigns]]`, and how long before a scheduled one is due a run hands it over.
+    campaigns: Vec<crate::campaign::CampaignSettings>,
+    campaign_lead: std::time::Duration,
+    /// The attendee page resends one address's invitation at most this often.
+    self_service_every: std::time::Duration,
     running: tokio::sync::Mutex<()>,
     /// Whether `CONTACT_KEY` opens what the store holds: checked once, on the first run.
     vault_checked: tokio::sync::OnceCell<Result<(), String>>,
@@ -229,6 +242,9 @@ impl Reconciler {
             notifier: None,
             observer: None,
             options: ReconcileOptions::default(),
+            campaigns: Vec::new(),
+            campaign_lead: std::time::Duration::ZERO,
+            self_service_every: std::time::Duration::from_secs(15 * 60),
             running: tokio::sync::Mutex::new(()),
             vault_checked: tokio::sync::OnceCell::new(),
         }
@@ -277,6 +293,24 @@ impl Reconciler {
 
     pub fn with_mappings(mut self, mappings: IntakeMappings) -> Self {
         self.mappings = mappings;
+        self
+    }
+
+    /// Pre-event letters; a scheduled one is handed to the provider (with its delivery time)
+    /// by the first run within `lead` of it.
+    pub fn with_campaigns(
+        mut self,
+        campaigns: Vec<crate::campaign::CampaignSettings>,
+        lead: std::time::Duration,
+    ) -> Self {
+        self.campaigns = campaigns;
+        self.campaign_lead = lead;
+        self
+    }
+
+    /// At most one attendee-page resend per address per `every`.
+    pub fn with_self_service_every(mut self, every: std::time::Duration) -> Self {
+        self.self_service_every = every;
         self
     }
 
@@ -372,6 +406,7 @@ impl Reconciler {
     async fn finish(&self, mut state: RunState) -> RunSummary {
         state.summary.upstream_requests = self.kktix_requests() - state.requests_before;
         state.summary.duration_ms = state.started.elapsed().as_millis() as u64;
+        self.daily_digest(&mut state.summary).await;
         self.send_notice(&mut state.summary).await;
         let mut summary = state.summary;
         if let Err(error) = self.ledger.record_run(&summary).await {
@@ -399,6 +434,43 @@ impl Reconciler {
             observer(&summary);
         }
         summary
+    }
+
+    /// The first run of a day (Asia/Taipei) tells the channel how many invitations the
+    /// attendee page resent on the day of the run before it. Counts only, never addresses.
+    async fn daily_digest(&self, summary: &mut RunSummary) {
+        let zone = chrono_tz::Asia::Taipei;
+        let today = summary.started_at.with_timezone(&zone).date_naive();
+        let Ok(Some(last)) = self.ledger.last_run(false).await else {
+            return;
+        };
+        let day = last.started_at.with_timezone(&zone).date_naive();
+        if day >= today {
+            return;
+        }
+        let runs = match self.ledger.recent_runs(DIGEST_RUNS).await {
+            Ok(runs) => runs,
+            Err(error) => {
+                summary
+                    .warnings
+                    .push(format!("no daily count: reading past runs failed: {error}"));
+                return;
+            }
+        };
+        let (requests, resends) = runs
+            .iter()
+            .filter(|run| run.started_at.with_timezone(&zone).date_naive() == day)
+            .fold((0, 0), |(requests, resends), run| {
+                (
+                    requests + run.self_service_requests,
+                    resends + run.self_service_resends,
+                )
+            });
+        if requests > 0 {
+            summary.digest = Some(format!(
+                "📮 {day} 自助重寄參加資訊 {resends} 封（{requests} 次請求）/ Self-service invitation resends on {day}: {resends} ({requests} requests)"
+            ));
+        }
     }
 
     /// Whether `CONTACT_KEY` (or `CONTACT_KEY_PREVIOUS`) opens every sealed contact the store
@@ -460,6 +532,7 @@ impl Reconciler {
             }
         }
         self.revoke_refunded(&revoked_events, &mut state).await;
+        self.campaigns_due(&mut state).await;
         self.shred_expired(&mut state).await;
         self.finish(state).await
     }

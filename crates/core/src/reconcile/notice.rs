@@ -92,6 +92,10 @@ pub fn compose_notice(
         }
         blocks.push(block);
     }
+    if let Some(digest) = &summary.digest {
+        kinds.push("digest");
+        blocks.push(digest.clone());
+    }
     if recovery {
         kinds.push("recovery");
         blocks.push(format!(

@@ -109,12 +109,22 @@ impl Reconciler {
 
     /// Sends the invitation again, bypassing the provider's deduplication, and records it.
     pub async fn resend(&self, key: AttendeeKey) -> Result<ResendReport, ResendError> {
+        // The poller is the ledger's only writer: wait for a run under way.
+        let _guard = self.running.lock().await;
+        self.resend_locked(key, "resend").await
+    }
+
+    /// [`Self::resend`] from inside a run (the lock held); `kind` starts the `mailed` detail:
+    /// `resend` for an operator's, [`crate::model::SELF_SERVICE`] for the attendee page's.
+    pub(super) async fn resend_locked(
+        &self,
+        key: AttendeeKey,
+        kind: &str,
+    ) -> Result<ResendReport, ResendError> {
         let Some(mail) = &self.mail else {
             return Err(ResendError::NoMailer);
         };
-        // The poller is the ledger's only writer: wait for a run under way.
-        let _guard = self.running.lock().await;
-        let run_id = format!("resend-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
+        let run_id = format!("{kind}-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
         let entry = |step: Step, detail: Option<String>| LedgerEntry {
             key,
             step,
@@ -233,7 +243,7 @@ impl Reconciler {
                 provider,
                 message_id,
             }) => {
-                let detail = format!("resend {provider}");
+                let detail = format!("{kind} {provider}");
                 self.ledger
                     .append(&[entry(Step::Mailed, Some(detail))])
                     .await

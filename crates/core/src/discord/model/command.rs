@@ -146,9 +146,19 @@ impl OptionDefinition {
         Self::base(OptionType::SubCommand, name, description, zh_tw)
     }
 
+    /// A subcommand group (`SUB_COMMAND_GROUP`): its options are subcommands.
+    pub fn group(name: &str, description: &str, zh_tw: &str) -> Self {
+        Self::base(OptionType::SubCommandGroup, name, description, zh_tw)
+    }
+
     /// A string parameter with English and Traditional Chinese descriptions.
     pub fn string(name: &str, description: &str, zh_tw: &str) -> Self {
         Self::base(OptionType::String, name, description, zh_tw)
+    }
+
+    /// A boolean parameter (Discord offers `True` / `False`).
+    pub fn boolean(name: &str, description: &str, zh_tw: &str) -> Self {
+        Self::base(OptionType::Boolean, name, description, zh_tw)
     }
 
     /// A file upload parameter.
@@ -244,7 +254,9 @@ pub const COMMAND_AUTOPILOT: &str = "autopilot";
 /// The bot's slash commands, with English descriptions and `zh-TW` localisations.
 ///
 /// - `/event list`, `/event status slug`, `/event report slug from to`
-/// - `/autopilot poll`, `/autopilot resend reference`
+/// - `/autopilot poll`, `/autopilot resend reference`, `/autopilot import event attendees
+///   [orders]`, `/autopilot confirm-revoke event`
+/// - `/autopilot campaign list`, `/autopilot campaign send name [confirm]` (a group)
 ///
 /// Access is checked by the handler (roles), not by `default_member_permissions`. Both
 /// are guild-only (`contexts: [0]`): the role check needs a guild member.
@@ -360,6 +372,39 @@ pub fn commands() -> Vec<CommandDefinition> {
                     )
                     .required()
                     .autocomplete(),
+                ),
+            )
+            .option(
+                OptionDefinition::group(
+                    "campaign",
+                    "Campaign letters to the admitted attendees",
+                    "寄給參加者的活動信（行前信）",
+                )
+                .option(OptionDefinition::subcommand(
+                    "list",
+                    "List the campaigns and how far each has gone",
+                    "列出活動信及寄送進度",
+                ))
+                .option(
+                    OptionDefinition::subcommand(
+                        "send",
+                        "Send a campaign to those who have not had it yet",
+                        "寄出活動信給尚未收到的人",
+                    )
+                    .option(
+                        OptionDefinition::string(
+                            "name",
+                            "Campaign name in [[campaigns]]",
+                            "設定檔 [[campaigns]] 中的活動信名稱",
+                        )
+                        .required()
+                        .length(1, 64),
+                    )
+                    .option(OptionDefinition::boolean(
+                        "confirm",
+                        "Needed to send to more than 100 people",
+                        "寄給超過 100 人時需要確認",
+                    )),
                 ),
             );
 

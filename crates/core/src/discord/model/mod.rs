@@ -408,13 +408,66 @@ mod tests {
         assert_eq!(commands[1].name, "autopilot");
         assert_eq!(
             names(&commands[1].options),
-            ["poll", "resend", "import", "confirm-revoke"]
+            ["poll", "resend", "import", "confirm-revoke", "campaign"]
         );
         assert_eq!(names(&commands[1].options[1].options), ["reference"]);
         let import = &commands[1].options[2];
         assert_eq!(names(&import.options), ["event", "attendees", "orders"]);
         assert_eq!(import.options[1].kind, OptionType::Attachment);
         assert!(import.options[1].required && !import.options[2].required);
+        let campaign = &commands[1].options[4];
+        assert_eq!(campaign.kind, OptionType::SubCommandGroup);
+        assert_eq!(names(&campaign.options), ["list", "send"]);
+        assert!(campaign
+            .options
+            .iter()
+            .all(|sub| sub.kind == OptionType::SubCommand));
+        assert!(campaign.options[0].options.is_empty());
+        let send = &campaign.options[1];
+        assert_eq!(names(&send.options), ["name", "confirm"]);
+        assert_eq!(send.options[0].kind, OptionType::String);
+        assert!(send.options[0].required);
+        assert_eq!(send.options[1].kind, OptionType::Boolean);
+        assert!(!send.options[1].required);
+    }
+
+    #[test]
+    fn campaign_group_wire_format() -> Result<(), serde_json::Error> {
+        let wire = serde_json::to_value(commands())?;
+        assert_eq!(
+            wire[1]["options"][4],
+            serde_json::json!({
+                "type": 2, "name": "campaign",
+                "description": "Campaign letters to the admitted attendees",
+                "description_localizations": {"zh-TW": "寄給參加者的活動信（行前信）"},
+                "options": [
+                    {
+                        "type": 1, "name": "list",
+                        "description": "List the campaigns and how far each has gone",
+                        "description_localizations": {"zh-TW": "列出活動信及寄送進度"}
+                    },
+                    {
+                        "type": 1, "name": "send",
+                        "description": "Send a campaign to those who have not had it yet",
+                        "description_localizations": {"zh-TW": "寄出活動信給尚未收到的人"},
+                        "options": [
+                            {
+                                "type": 3, "name": "name",
+                                "description": "Campaign name in [[campaigns]]",
+                                "description_localizations": {"zh-TW": "設定檔 [[campaigns]] 中的活動信名稱"},
+                                "required": true, "min_length": 1, "max_length": 64
+                            },
+                            {
+                                "type": 5, "name": "confirm",
+                                "description": "Needed to send to more than 100 people",
+                                "description_localizations": {"zh-TW": "寄給超過 100 人時需要確認"}
+                            }
+                        ]
+                    }
+                ]
+            })
+        );
+        Ok(())
     }
 
     #[test]
