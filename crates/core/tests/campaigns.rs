@@ -15,7 +15,8 @@ use autopilot_core::campaign::CampaignSettings;
 use autopilot_core::contacts::{ContactKey, Sealer};
 use autopilot_core::deidentify::PrivacyRules;
 use autopilot_core::mail::{
-    MailProvider, MailService, MailSettings, MailTemplate, Mailer, MailgunProvider, OutboxProvider,
+    KlaviyoCampaigns, KlaviyoProvider, MailProvider, MailService, MailSettings, MailTemplate,
+    Mailer, MailgunProvider, OutboxProvider,
 };
 use autopilot_core::model::{Admission, BatchRecord, LedgerEntry, RevokeHold, RunSummary, Step};
 use autopilot_core::pii::Sensitive;
@@ -31,6 +32,7 @@ const DOMAIN: &str = "mg.example.org";
 const EVENT: u64 = 90_001;
 const SLUG: &str = "bench-conf-2026-individual";
 const OPS: &str = "ops-token-0123456789abcdef";
+const KLAVIYO_KEY: &str = "pk_campaigns-test";
 
 fn campaign(name: &str) -> CampaignSettings {
     CampaignSettings {
@@ -51,6 +53,8 @@ fn campaign(name: &str) -> CampaignSettings {
 enum Provider {
     Mailgun,
     Outbox,
+    /// Klaviyo's campaigns API at this base URL (a `KlaviyoFake`).
+    Klaviyo(String),
 }
 
 struct World {
@@ -94,6 +98,25 @@ impl World {
                 dir.path().join("outbox"),
                 &settings.from,
             )),
+            Provider::Klaviyo(base) => Arc::new(
+                KlaviyoProvider::new(
+                    &base,
+                    Sensitive::new(KLAVIYO_KEY.into()),
+                    &settings.klaviyo_metric,
+                    autopilot_test_support::fast::http(500, 2),
+                )
+                .unwrap()
+                .with_campaigns(
+                    KlaviyoCampaigns::new(
+                        &base,
+                        Sensitive::new(KLAVIYO_KEY.into()),
+                        &settings.from,
+                        autopilot_test_support::fast::http(500, 2),
+                    )
+                    .unwrap()
+                    .with_import_poll(Duration::from_millis(5)),
+                ),
+            ),
         };
         let mail: Arc<dyn MailService> = Arc::new(
             Mailer::new(provider, MailTemplate::from_settings(&settings).unwrap())
@@ -453,6 +476,52 @@ async fn a_crash_with_the_outbox_finds_its_files_and_writes_none_twice() {
     assert_eq!(report.sent, 150, "{report}");
     assert_eq!(world.outbox_files("pre-event"), 150);
     assert_eq!(world.letters_recorded("pre-event").await, 150);
+}
+
+#[tokio::test]
+async fn a_klaviyo_wave_that_stopped_half_way_is_resumed_not_doubled() {
+    let (klaviyo, fake) = autopilot_test_support::klaviyo::KlaviyoFake::start(KLAVIYO_KEY).await;
+    // The first send job is refused: the campaigns exist as drafts, nothing went out.
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/api/campaign-send-jobs"))
+        .respond_with(autopilot_test_support::klaviyo::error(503, "unavailable"))
+        .up_to_n_times(1)
+        .mount(&klaviyo)
+        .await;
+    let world = World::new(
+        200,
+        Provider::Klaviyo(klaviyo.uri()),
+        vec![campaign("pre-event")],
+    )
+    .await;
+    let reconciler = world.reconciler();
+    world.import(&reconciler).await;
+    let first = reconciler
+        .campaign_send("pre-event", false, None)
+        .await
+        .unwrap();
+    assert_eq!(first.sent, 0, "{first}");
+    assert!(first.uncertain > 0, "{first}");
+    assert_eq!(world.letters_recorded("pre-event").await, 0);
+
+    let second = reconciler
+        .campaign_send("pre-event", false, None)
+        .await
+        .unwrap();
+    assert_eq!(world.letters_recorded("pre-event").await, 200, "{second}");
+    // One campaign per ticket type, each sent once: the wave was resumed under its id.
+    let campaigns = fake.campaigns();
+    assert_eq!(campaigns.len(), 2, "{campaigns:?}");
+    assert!(
+        campaigns.iter().all(|c| c.status != "Draft"),
+        "{campaigns:?}"
+    );
+    let again = reconciler
+        .campaign_send("pre-event", false, None)
+        .await
+        .unwrap();
+    assert_eq!((again.sent, again.waves), (0, 0));
+    assert_eq!(fake.campaigns().len(), 2);
 }
 
 #[tokio::test]

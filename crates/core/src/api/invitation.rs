@@ -159,7 +159,11 @@ fn cross_site(request: &HttpRequest) -> bool {
         return false;
     };
     if origin == "null" {
-        return true;
+        // An opaque origin: only a browser that vouches for the same origin gets through.
+        return !headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|site| site.eq_ignore_ascii_case("same-origin"));
     }
     let origin_host = url::Url::parse(origin)
         .ok()

@@ -180,7 +180,7 @@ const ZH: Texts = Texts {
     hint: "請使用報名時的地址。",
     button: "重寄參加資訊",
     answer_title: "請查看您的信箱",
-    answer: "如果這個地址持有有效的票券，參加資訊會在幾分鐘內寄到。同一個地址每 15 分鐘最多寄一次；也請查看垃圾郵件匣。",
+    answer: "如果這個地址持有有效的票券，參加資訊會在幾分鐘內寄到。同一個地址每 {minutes} 分鐘最多寄一次；也請查看垃圾郵件匣。",
     again: "輸入其他地址",
     invalid: "請輸入有效的電子郵件地址。",
     expired: "這個表單已過期，請重新整理頁面後再送出。",
@@ -197,7 +197,7 @@ const EN: Texts = Texts {
     hint: "Use the address you registered with.",
     button: "Resend my invitation",
     answer_title: "Check your inbox",
-    answer: "If this address holds a valid ticket, the invitation is on its way and arrives within minutes. We send at most one every 15 minutes per address; please check your spam folder too.",
+    answer: "If this address holds a valid ticket, the invitation is on its way and arrives within minutes. We send at most one every {minutes} minutes per address; please check your spam folder too.",
     again: "Try another address",
     invalid: "Please enter a valid email address.",
     expired: "This form has expired. Reload the page and submit it again.",
@@ -264,6 +264,7 @@ pub fn render(settings: &PageSettings, kind: PageKind, lang: Lang, csrf: Option<
         texts.title,
     ));
     if let Some(message) = message {
+        let message = message.replace("{minutes}", &settings.per_address_minutes.to_string());
         html.push_str(&format!(
             "<p class=\"status\" role=\"status\">{message}</p>\n"
         ));

@@ -520,46 +520,34 @@ impl Reconciler {
             let Some((_, ids)) = open.get(&answer.intent) else {
                 continue;
             };
-            match answer.settlement {
-                Settlement::Settled { accepted } => {
-                    let accepted: std::collections::HashSet<AttendeeKey> =
-                        accepted.into_iter().collect();
-                    let mut rest = Vec::new();
-                    for id in ids {
-                        if accepted.contains(&key(*id)) {
-                            entries.push(sending.entry(
-                                key(*id),
-                                Step::CampaignSent,
-                                campaign_detail(name, "settled"),
-                            ));
-                            sending.report.sent += 1;
-                        } else {
-                            rest.push(*id);
-                        }
-                    }
-                    if !rest.is_empty() {
-                        again.push((answer.intent.clone(), rest));
-                    }
-                }
+            // Final: those not accepted go again under the same intent. Pending: they wait.
+            let (accepted, settled) = match answer.settlement {
+                Settlement::Settled { accepted } => (accepted, true),
                 Settlement::Pending {
                     accepted, reason, ..
                 } => {
-                    let accepted: std::collections::HashSet<AttendeeKey> =
-                        accepted.into_iter().collect();
-                    for id in ids {
-                        if accepted.contains(&key(*id)) {
-                            entries.push(sending.entry(
-                                key(*id),
-                                Step::CampaignSent,
-                                campaign_detail(name, "settled"),
-                            ));
-                            sending.report.sent += 1;
-                        } else {
-                            sending.report.not_attempted += 1;
-                        }
-                    }
                     tracing::debug!(intent = %answer.intent, %reason, "campaign letters still settling");
+                    (accepted, false)
                 }
+            };
+            let accepted: std::collections::HashSet<AttendeeKey> = accepted.into_iter().collect();
+            let mut rest = Vec::new();
+            for id in ids {
+                if accepted.contains(&key(*id)) {
+                    entries.push(sending.entry(
+                        key(*id),
+                        Step::CampaignSent,
+                        campaign_detail(name, "settled"),
+                    ));
+                    sending.report.sent += 1;
+                } else if settled {
+                    rest.push(*id);
+                } else {
+                    sending.report.not_attempted += 1;
+                }
+            }
+            if !rest.is_empty() {
+                again.push((answer.intent.clone(), rest));
             }
         }
         if let Err(error) = self.ledger.append(&entries).await {
