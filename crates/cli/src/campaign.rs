@@ -154,6 +154,17 @@ async fn send(
             .await
             .map_err(|e| anyhow::anyhow!("the poller at POLLER_URL: {e}"))?,
         None => {
+            if matches!(
+                settings.store,
+                autopilot_core::store::StoreSpec::BigQuery(_)
+            ) && !dry_run
+            {
+                // The deployed poller writes that ledger; a second writer here could send a
+                // letter its run is sending too.
+                anyhow::bail!(
+                    "STORE is BigQuery, the deployed poller's: set POLLER_URL (and OPS_TOKEN) so that the poller sends the campaign"
+                );
+            }
             autopilot_core::app::check_doors(settings)?;
             let stores = open_stores(settings)?;
             let reconciler = reconciler_from_settings(settings, &stores)?;

@@ -60,6 +60,16 @@ impl CampaignSettings {
                 self.name
             ));
         }
+        if self
+            .events
+            .iter()
+            .chain(&self.tickets)
+            .any(|pattern| pattern.trim().is_empty())
+        {
+            return Err(format!(
+                "[[campaigns]] {name}: an empty events or tickets pattern would match everything; leave the list out instead"
+            ));
+        }
         if self.send_at.is_some() && self.before_start.is_some() {
             return Err(format!(
                 "[[campaigns]] {name}: give send_at or before_start, not both"
@@ -98,7 +108,7 @@ impl CampaignSettings {
             Schedule::Manual => None,
             Schedule::At(at) => Some(at),
             Schedule::BeforeStart(before) => {
-                Some(start? - chrono::Duration::from_std(before).ok()?)
+                start?.checked_sub_signed(chrono::Duration::from_std(before).ok()?)
             }
         }
     }

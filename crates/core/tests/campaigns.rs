@@ -154,6 +154,14 @@ impl World {
     }
 
     fn reconciler_on(&self, ledger: Arc<dyn Ledger>) -> Reconciler {
+        self.reconciler_with(ledger, self.campaigns.clone())
+    }
+
+    fn reconciler_with(
+        &self,
+        ledger: Arc<dyn Ledger>,
+        campaigns: Vec<CampaignSettings>,
+    ) -> Reconciler {
         Reconciler::without_api(
             self.store.clone(),
             ledger,
@@ -167,7 +175,7 @@ impl World {
         })
         .with_access(self.access.clone())
         .with_mail(self.mail.clone())
-        .with_campaigns(self.campaigns.clone(), Duration::from_secs(600))
+        .with_campaigns(campaigns, Duration::from_secs(600))
         .with_options(ReconcileOptions {
             step_backoff: Duration::ZERO,
             ..ReconcileOptions::default()
@@ -642,6 +650,39 @@ async fn a_due_campaign_goes_from_the_next_run_and_one_within_the_lead_is_schedu
     let later = list.iter().find(|c| c.name == "later").unwrap();
     assert_eq!((later.sent, later.pending), (0, 10));
     assert!(later.next_due.is_some());
+}
+
+#[tokio::test]
+async fn a_scheduled_send_that_failed_half_way_is_finished_by_the_next_run() {
+    let mut due = campaign("due");
+    due.send_at = Some((chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339());
+    let world = World::new(200, Provider::Mailgun, vec![due]).await;
+    // Admitted and invited by a loop that has no campaigns yet.
+    world
+        .import(&world.reconciler_with(world.store.clone(), Vec::new()))
+        .await;
+    // The first ticket type's batch is queued, then Mailgun goes down for the second.
+    world
+        .mailgun
+        .script([SendFault::None, SendFault::Unavailable]);
+    let reconciler = world.reconciler();
+    let first = reconciler.run().await;
+    let sent_first = world.letters_recorded("due").await;
+    assert!(sent_first > 0 && sent_first < 200, "{:?}", first.warnings);
+    // Not a catch-up campaign, but what its own send left undone is finished.
+    let second = reconciler.run().await;
+    assert_eq!(
+        world.letters_recorded("due").await,
+        200,
+        "{:?}",
+        second.warnings
+    );
+    assert_eq!(first.campaign_letters + second.campaign_letters, 200);
+    let recipients = world.campaign_recipients("due").await;
+    assert_eq!(recipients.len(), 200);
+    assert!(recipients.values().all(|&n| n == 1));
+    // And nothing more after that.
+    assert_eq!(reconciler.run().await.campaign_letters, 0);
 }
 
 #[test]

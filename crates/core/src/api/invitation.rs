@@ -151,7 +151,9 @@ fn cross_site(request: &HttpRequest) -> bool {
     if headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|site| site.eq_ignore_ascii_case("cross-site"))
+        .is_some_and(|site| {
+            site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site")
+        })
     {
         return true;
     }
@@ -165,26 +167,29 @@ fn cross_site(request: &HttpRequest) -> bool {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|site| site.eq_ignore_ascii_case("same-origin"));
     }
-    let origin_host = url::Url::parse(origin)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| (h.to_owned(), u.port())));
-    let host = headers
+    let Some(origin) = url::Url::parse(origin).ok() else {
+        return true;
+    };
+    let Some(host) = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    match (origin_host, host) {
-        (Some((origin_host, origin_port)), Some(host)) => {
-            let (host_name, host_port) = match host.rsplit_once(':') {
-                Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
-                    (name, port.parse::<u16>().ok())
-                }
-                _ => (host, None),
-            };
-            !(origin_host.eq_ignore_ascii_case(host_name)
-                && (origin_port == host_port || host_port.is_none() || origin_port.is_none()))
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+    else {
+        return false;
+    };
+    // The same host and port (a page on another port of the host is another origin).
+    let (host_name, host_port) = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
+            (name, port.parse::<u16>().ok())
         }
-        _ => false,
-    }
+        _ => (host, None),
+    };
+    let same_host = origin
+        .host_str()
+        .is_some_and(|h| h.eq_ignore_ascii_case(host_name.trim_matches(['[', ']'])));
+    let same_port =
+        host_port.or_else(|| origin.port_or_known_default()) == origin.port_or_known_default();
+    !(same_host && same_port)
 }
 
 fn client_addr(request: &HttpRequest) -> String {

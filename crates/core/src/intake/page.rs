@@ -398,6 +398,14 @@ impl RateLimiter {
         }
     }
 
+    /// Forgets the last request counted for `key` (it could not be served).
+    pub fn release(&self, key: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(times) = seen.get_mut(key) {
+            times.pop_back();
+        }
+    }
+
     /// Counts one request of `key`; false when it is over the limit (and not counted).
     pub fn allow(&self, key: &str, now: Instant) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());

@@ -121,19 +121,26 @@ impl Receiver {
         email_hashes: Vec<String>,
         client_id: String,
     ) -> Result<(), QueueError> {
-        let Some(address) = email_hashes.last() else {
+        let Some(address) = email_hashes.last().cloned() else {
             return Ok(());
         };
+        let address = address.as_str();
         if !self.per_address.allow(address, std::time::Instant::now()) {
             return Ok(());
         }
-        self.queue
+        let pushed = self
+            .queue
             .push(&Envelope::InvitationRequest {
-                email_hashes,
+                email_hashes: email_hashes.clone(),
                 client: client_id,
                 received_at: Utc::now(),
             })
-            .await?;
+            .await;
+        if let Err(error) = pushed {
+            // Not queued: the buyer is told to try again, and may.
+            self.per_address.release(address);
+            return Err(error);
+        }
         self.trigger.kick().await;
         Ok(())
     }

@@ -48,7 +48,7 @@ pub enum Step {
     /// `campaign_sent` or `campaign_failed` follows, the letter may be out: it is settled or
     /// sent again within the same intent, which the provider recognises.
     CampaignIntent,
-    /// The provider accepted the campaign's letter; `detail` is `CAMPAIGN PROVIDER`.
+    /// The provider accepted the campaign's letter; `detail` is `CAMPAIGN PROVIDER INTENT`.
     CampaignSent,
     /// `detail` is `CAMPAIGN permanent: …` or `CAMPAIGN transient: …`.
     CampaignFailed,
@@ -195,6 +195,9 @@ pub const SELF_SERVICE: &str = "self-service";
 pub struct CampaignLetterState {
     /// The provider accepted it: never sent again.
     pub sent: bool,
+    /// The wave it went out in (when the record names it): a wave sent again is sent whole,
+    /// so a provider that recognises it sees the same wave.
+    pub sent_intent: Option<String>,
     /// A wave that holds this letter and whose outcome is not recorded: `(intent, when)`.
     pub intent: Option<(String, DateTime<Utc>)>,
     pub failures: Failures,
@@ -275,8 +278,10 @@ impl Admission {
                 }
             }
             Step::CampaignSent => {
-                if let Some((campaign, _)) = split_campaign_detail(detail) {
+                if let Some((campaign, rest)) = split_campaign_detail(detail) {
                     let state = self.campaigns.entry(campaign.to_owned()).or_default();
+                    // `PROVIDER INTENT` (or `settled INTENT`); older records name no intent.
+                    state.sent_intent = rest.split_whitespace().nth(1).map(str::to_owned);
                     state.sent = true;
                     state.intent = None;
                     state.failures = Failures::default();

@@ -82,8 +82,18 @@ struct Member {
 struct Target {
     audience: EventAudience,
     deliver_at: Option<DateTime<Utc>>,
-    /// Only settle letters in flight; send no new ones.
-    settle_only: bool,
+    /// Who gets a letter beside those in flight.
+    mode: Mode,
+}
+
+/// Which letters of an event a send handles, beside settling those in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Everyone selected who does not have it.
+    All,
+    /// Only letters that failed before (the campaign went out; later buyers wait for an
+    /// operator, or for catch-up).
+    Failed,
 }
 
 /// Who a letter goes to.
@@ -198,7 +208,7 @@ impl Reconciler {
             .map(|audience| Target {
                 audience,
                 deliver_at: None,
-                settle_only: false,
+                mode: Mode::All,
             })
             .collect();
         let mut sending = Sending {
@@ -284,20 +294,28 @@ impl Reconciler {
                     .members
                     .values()
                     .any(|m| !m.letter.sent && m.letter.intent.is_some());
+                let failed = audience
+                    .members
+                    .values()
+                    .any(|m| !m.letter.sent && m.letter.failures.count > 0);
                 let due = campaign.due_at(audience.start);
                 let before_start = audience.start.map_or_else(
                     || still_open(audience.event.end_at.as_deref(), now),
                     |start| now < start,
                 );
-                let target = |deliver_at, settle_only| Target {
+                let target = |deliver_at, mode| Target {
                     audience,
                     deliver_at,
-                    settle_only,
+                    mode,
                 };
                 if !launched {
+                    // A pre-event letter is not launched once the event has begun.
                     match due {
-                        Some(due) if now >= due => targets.push(target(None, false)),
-                        Some(due) if now >= due - lead => targets.push(target(Some(due), false)),
+                        Some(_) if !before_start => {}
+                        Some(due) if now >= due => targets.push(target(None, Mode::All)),
+                        Some(due) if due.checked_sub_signed(lead).is_some_and(|at| now >= at) => {
+                            targets.push(target(Some(due), Mode::All))
+                        }
                         _ => {}
                     }
                     continue;
@@ -306,9 +324,10 @@ impl Reconciler {
                     && before_start
                     && (schedule == Schedule::Manual || due.is_none_or(|due| now >= due));
                 if catching_up {
-                    targets.push(target(None, false));
-                } else if in_flight {
-                    targets.push(target(None, true));
+                    targets.push(target(None, Mode::All));
+                } else if in_flight || failed {
+                    // What went wrong in the campaign's own send is finished by the runs.
+                    targets.push(target(None, Mode::Failed));
                 }
             }
             if targets.is_empty() {
@@ -436,14 +455,12 @@ impl Reconciler {
                     .count() as u64;
                 sending.report.to_send += in_flight;
             }
-            if target.settle_only {
-                continue;
-            }
             let fresh: Vec<u64> = members
                 .iter()
                 .filter(|(_, m)| {
                     !m.letter.sent
                         && m.letter.intent.is_none()
+                        && (target.mode == Mode::All || m.letter.failures.count > 0)
                         && m.letter.failures.due(now, backoff)
                 })
                 .map(|(id, _)| *id)
@@ -465,12 +482,43 @@ impl Reconciler {
         }
         sending.report.to_send += plans
             .iter()
-            .map(|(_, _, ids)| ids.len() as u64)
+            .map(|(index, _, ids)| {
+                let members = &targets[*index].audience.members;
+                ids.iter()
+                    .filter(|id| members.get(id).is_some_and(|m| !m.letter.sent))
+                    .count() as u64
+            })
             .sum::<u64>();
         for (index, intent, ids) in plans {
-            if let Some(reason) = &sending.failing {
+            if let Some(reason) = sending.failing.clone() {
                 sending.report.not_attempted += ids.len() as u64;
                 tracing::debug!(%reason, "campaign wave left for later");
+                // A new wave's letters are marked as failed for now, so that the runs finish
+                // them; a wave in flight stays in flight.
+                if intent.is_none() {
+                    let event_id = targets[index].audience.event.id;
+                    let entries: Vec<LedgerEntry> = ids
+                        .iter()
+                        .map(|id| {
+                            sending.entry(
+                                AttendeeKey {
+                                    event_id,
+                                    attendee_id: *id,
+                                },
+                                Step::CampaignFailed,
+                                campaign_detail(
+                                    &name,
+                                    &format!("{TRANSIENT}not attempted: {reason}"),
+                                ),
+                            )
+                        })
+                        .collect();
+                    if let Err(error) = self.ledger.append(&entries).await {
+                        sending.report.errors.push(format!(
+                            "campaign {name}: recording letters left for later: {error}"
+                        ));
+                    }
+                }
                 sending.advance(ids.len() as u64);
                 continue;
             }
@@ -490,6 +538,9 @@ impl Reconciler {
         let Some(mail) = &self.mail else {
             return Vec::new();
         };
+        // Each wave in flight, whole: its letters in flight and those of it already recorded
+        // as sent. A provider that keeps events (Mailgun) accepts the latter again; one that
+        // recognises a wave (Klaviyo) is sent the same wave, never a part of it.
         let mut open: BTreeMap<String, (DateTime<Utc>, Vec<u64>)> = BTreeMap::new();
         for (id, member) in &target.audience.members {
             if let (false, Some((intent, at))) = (member.letter.sent, &member.letter.intent) {
@@ -499,6 +550,16 @@ impl Reconciler {
         }
         if open.is_empty() {
             return Vec::new();
+        }
+        for (id, member) in &target.audience.members {
+            if let (true, Some(intent)) = (member.letter.sent, &member.letter.sent_intent) {
+                if let Some(slot) = open.get_mut(intent) {
+                    slot.1.push(*id);
+                }
+            }
+        }
+        for (_, ids) in open.values_mut() {
+            ids.sort_unstable();
         }
         let event_id = target.audience.event.id;
         let key = |attendee_id| AttendeeKey {
@@ -533,20 +594,35 @@ impl Reconciler {
             let accepted: std::collections::HashSet<AttendeeKey> = accepted.into_iter().collect();
             let mut rest = Vec::new();
             for id in ids {
+                let already = target
+                    .audience
+                    .members
+                    .get(id)
+                    .is_some_and(|m| m.letter.sent);
                 if accepted.contains(&key(*id)) {
-                    entries.push(sending.entry(
-                        key(*id),
-                        Step::CampaignSent,
-                        campaign_detail(name, "settled"),
-                    ));
-                    sending.report.sent += 1;
+                    if !already {
+                        entries.push(sending.entry(
+                            key(*id),
+                            Step::CampaignSent,
+                            campaign_detail(name, &format!("settled {}", answer.intent)),
+                        ));
+                        sending.report.sent += 1;
+                    }
                 } else if settled {
                     rest.push(*id);
-                } else {
+                } else if !already {
                     sending.report.not_attempted += 1;
                 }
             }
-            if !rest.is_empty() {
+            // Only the recorded ones left: nothing of this wave is in flight any more.
+            let open_left = rest.iter().any(|id| {
+                target
+                    .audience
+                    .members
+                    .get(id)
+                    .is_some_and(|m| !m.letter.sent)
+            });
+            if open_left {
                 again.push((answer.intent.clone(), rest));
             }
         }
@@ -572,23 +648,41 @@ impl Reconciler {
         };
         let event = &target.audience.event;
         let (contacts, errors) = self.letter_contacts(event, ids).await;
+        let contacts_complete = errors.is_empty();
         sending.report.errors.extend(errors);
         let unreachable = ids.len() - contacts.len();
         sending.report.no_contact += unreachable as u64;
         let fresh = intent.is_none();
         let intent = intent.unwrap_or_else(|| sending.next_intent(name));
+        let key = |attendee_id: u64| AttendeeKey {
+            event_id: event.id,
+            attendee_id,
+        };
+        let already_sent = |attendee_id: &u64| {
+            target
+                .audience
+                .members
+                .get(attendee_id)
+                .is_some_and(|m| m.letter.sent)
+        };
         let mut letters = Vec::with_capacity(contacts.len());
+        let mut closed = Vec::new();
         for id in ids {
             let (Some(contact), Some(member)) = (contacts.get(id), target.audience.members.get(id))
             else {
+                // A letter in flight whose contact is gone (shredded) can never be settled.
+                if !fresh && contacts_complete && !already_sent(id) {
+                    closed.push(sending.entry(
+                        key(*id),
+                        Step::CampaignFailed,
+                        campaign_detail(name, &format!("{PERMANENT}no contact to write to")),
+                    ));
+                }
                 continue;
             };
             let grant = member.admission.granted.as_ref();
             letters.push(Invitation {
-                key: AttendeeKey {
-                    event_id: event.id,
-                    attendee_id: *id,
-                },
+                key: key(*id),
                 email: contact.email.clone(),
                 name: contact.name.clone(),
                 event_name: grant
@@ -603,25 +697,33 @@ impl Reconciler {
                 intent: Some(intent.clone()),
             });
         }
-        if letters.is_empty() {
+        if !closed.is_empty() {
+            if let Err(error) = self.ledger.append(&closed).await {
+                sending.report.errors.push(format!(
+                    "campaign {name}: recording letters without a contact: {error}"
+                ));
+            }
+        }
+        if letters.iter().all(|l| already_sent(&l.key.attendee_id)) {
             sending.advance(ids.len() as u64);
             return;
         }
-        if fresh {
-            let intents: Vec<LedgerEntry> = letters
-                .iter()
-                .map(|l| sending.entry(l.key, Step::CampaignIntent, campaign_detail(name, &intent)))
-                .collect();
-            if let Err(error) = self.ledger.append(&intents).await {
-                // Nothing goes out that the ledger could not hold the intent of.
-                sending.report.errors.push(format!(
-                    "campaign {name}: recording the wave before sending: {error}"
-                ));
-                sending.report.not_attempted += letters.len() as u64;
-                sending.failing = Some("the store failed".into());
-                sending.advance(ids.len() as u64);
-                return;
-            }
+        // The intent before the send, every time: a wave sent again is recorded again, so the
+        // provider's events are searched from this send on (Mailgun's `settle_after`).
+        let intents: Vec<LedgerEntry> = letters
+            .iter()
+            .filter(|l| !already_sent(&l.key.attendee_id))
+            .map(|l| sending.entry(l.key, Step::CampaignIntent, campaign_detail(name, &intent)))
+            .collect();
+        if let Err(error) = self.ledger.append(&intents).await {
+            // Nothing goes out that the ledger could not hold the intent of.
+            sending.report.errors.push(format!(
+                "campaign {name}: recording the wave before sending: {error}"
+            ));
+            sending.report.not_attempted += intents.len() as u64;
+            sending.failing = Some("the store failed".into());
+            sending.advance(ids.len() as u64);
+            return;
         }
         let wave = CampaignWave {
             campaign: name.to_owned(),
@@ -637,13 +739,17 @@ impl Reconciler {
             if result.outcome.provider_failing() && sending.failing.is_none() {
                 sending.failing = Some(outcome_reason(&result.outcome));
             }
+            // Sent again only so the provider sees the whole wave: already recorded.
+            if already_sent(&result.key.attendee_id) {
+                continue;
+            }
             match result.outcome {
                 MailOutcome::Sent { provider, .. } => {
                     sending.report.sent += 1;
                     entries.push(sending.entry(
                         result.key,
                         Step::CampaignSent,
-                        campaign_detail(name, &provider),
+                        campaign_detail(name, &format!("{provider} {intent}")),
                     ));
                 }
                 MailOutcome::Failed { reason, transient } => {
@@ -658,11 +764,15 @@ impl Reconciler {
                 }
                 MailOutcome::NotAttempted { reason } => {
                     sending.report.not_attempted += 1;
-                    entries.push(sending.entry(
-                        result.key,
-                        Step::CampaignFailed,
-                        campaign_detail(name, &format!("{TRANSIENT}{reason}")),
-                    ));
+                    // A wave in flight stays in flight: part of it may be out already, and
+                    // only the same wave sent again is recognised.
+                    if fresh {
+                        entries.push(sending.entry(
+                            result.key,
+                            Step::CampaignFailed,
+                            campaign_detail(name, &format!("{TRANSIENT}{reason}")),
+                        ));
+                    }
                 }
                 // The intent stays open: settled before anything is sent again.
                 MailOutcome::Uncertain { reason } => {

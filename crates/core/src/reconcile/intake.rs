@@ -726,6 +726,11 @@ impl Reconciler {
         else {
             return Some(Handled::Done);
         };
+        // Each request reads the open events' ledger: a flood must not crowd out the run's
+        // own work (KKTIX's webhook batches share the queue). The rest wait for later runs.
+        if state.summary.self_service_requests >= MAX_SELF_SERVICE_PER_RUN {
+            return Some(Handled::Held);
+        }
         state.summary.self_service_requests += 1;
         // Older than a day: the buyer has long given up on this one (or asked again).
         if state.now - received_at > chrono::Duration::days(1) {
@@ -778,8 +783,9 @@ impl Reconciler {
         for key in due.into_iter().take(MAX_SELF_SERVICE_PER_REQUEST) {
             match self.resend_locked(key, crate::model::SELF_SERVICE).await {
                 Ok(_) => state.summary.self_service_resends += 1,
-                // The provider is failing: the request waits for a later run.
-                Err(super::ResendError::Mail { .. }) => return Some(Handled::Held),
+                // The provider failed before taking it: the request waits for a later run.
+                // (An uncertain send is not repeated: the buyer may ask again.)
+                Err(super::ResendError::MailLater { .. }) => return Some(Handled::Held),
                 Err(error) => state
                     .summary
                     .warnings
@@ -789,6 +795,9 @@ impl Reconciler {
         Some(Handled::Done)
     }
 }
+
+/// Attendee-page requests one run handles at most.
+const MAX_SELF_SERVICE_PER_RUN: u64 = 50;
 
 /// Invitations one attendee-page request resends at most (one buyer's tickets).
 const MAX_SELF_SERVICE_PER_REQUEST: usize = 10;

@@ -41,6 +41,9 @@ pub enum ResendError {
     Grant { key: AttendeeKey, reason: String },
     #[error("attendee {key}: the invitation was not sent: {reason}")]
     Mail { key: AttendeeKey, reason: String },
+    /// The provider failed before taking it (an outage, a rate limit): worth asking again.
+    #[error("attendee {key}: the invitation was not sent, the provider is failing: {reason}")]
+    MailLater { key: AttendeeKey, reason: String },
     #[error("the store failed: {0}")]
     Store(String),
 }
@@ -57,7 +60,10 @@ impl ResendError {
             | Self::NotPaid(_) => 409,
             Self::NoEmail(_) | Self::NoContact(_) => 422,
             Self::NoMailer | Self::Store(_) => 503,
-            Self::Kktix { .. } | Self::Grant { .. } | Self::Mail { .. } => 502,
+            Self::Kktix { .. }
+            | Self::Grant { .. }
+            | Self::Mail { .. }
+            | Self::MailLater { .. } => 502,
         }
     }
 }
@@ -264,9 +270,15 @@ impl Reconciler {
                     .append(&[entry(Step::MailFailed, Some(format!("{prefix}{reason}")))])
                     .await
                     .map_err(store_error)?;
-                Err(ResendError::Mail { key, reason })
+                if transient {
+                    Err(ResendError::MailLater { key, reason })
+                } else {
+                    Err(ResendError::Mail { key, reason })
+                }
             }
-            Some(MailOutcome::NotAttempted { reason }) => Err(ResendError::Mail { key, reason }),
+            Some(MailOutcome::NotAttempted { reason }) => {
+                Err(ResendError::MailLater { key, reason })
+            }
             // Not retried on a guess: the operator decides after a look at the provider's logs.
             Some(MailOutcome::Uncertain { reason }) => Err(ResendError::Mail {
                 key,
