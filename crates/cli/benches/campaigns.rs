@@ -26,7 +26,7 @@ use autopilot_core::pii::Sensitive;
 use autopilot_core::reconcile::{
     CampaignReport, ImportRequest, ReconcileOptions, Reconciler, Vault,
 };
-use autopilot_core::selection::{CatalogEntry, CatalogEvent, CategoryRules, Door, EventSelector};
+use autopilot_core::selection::{CategoryRules, Door, EventSelector};
 use autopilot_core::store::SqliteStore;
 use autopilot_sandbox::{Sandbox, SandboxConfig};
 use autopilot_test_support::klaviyo::KlaviyoFake;
@@ -272,21 +272,13 @@ impl World {
 }
 
 fn selector() -> EventSelector {
-    let mut selector = EventSelector {
-        source: Some(Door::Csv),
-        ..EventSelector::default()
-    };
-    selector.catalog.insert(
-        SLUG.into(),
-        CatalogEntry::Event(CatalogEvent {
-            id: EVENT,
-            name: Some("Bench Conf 2026 Registration: Individual".into()),
-            source: Some(Door::Csv),
-            start_at: None,
-            end_at: None,
-        }),
-    );
-    selector
+    autopilot_test_support::sandbox::catalog_of(
+        Door::Csv,
+        SLUG,
+        EVENT,
+        "Bench Conf 2026 Registration: Individual",
+        None,
+    )
 }
 
 struct Row {

@@ -18,7 +18,7 @@ use autopilot_core::intake::{
 use autopilot_core::mail::{MailSettings, MailTemplate, Mailer, OutboxProvider};
 use autopilot_core::model::RunSummary;
 use autopilot_core::reconcile::{ImportRequest, ReconcileOptions, Reconciler, Vault};
-use autopilot_core::selection::{CatalogEntry, CatalogEvent, CategoryRules, Door, EventSelector};
+use autopilot_core::selection::{CategoryRules, Door, EventSelector};
 use autopilot_core::store::{Ledger, SqliteStore};
 use autopilot_sandbox::{AttendeeTruth, Sandbox, SandboxConfig};
 use bytes::Bytes;
@@ -39,19 +39,12 @@ impl World {
         let sandbox = Sandbox::new(SandboxConfig::single_event(5, 20));
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path().join("autopilot.db")).unwrap());
-        let mut selector = EventSelector {
-            source: Some(Door::Csv),
-            ..EventSelector::default()
-        };
-        selector.catalog.insert(
-            SLUG.into(),
-            CatalogEntry::Event(CatalogEvent {
-                id: EVENT,
-                name: Some("Bench Conf 2026 Registration: Individual".into()),
-                source: Some(Door::Csv),
-                start_at: None,
-                end_at: None,
-            }),
+        let selector = autopilot_test_support::sandbox::catalog_of(
+            Door::Csv,
+            SLUG,
+            EVENT,
+            "Bench Conf 2026 Registration: Individual",
+            None,
         );
         let access: Arc<dyn AccessService> = Arc::new(Authorizer::new(
             Arc::new(FileGuestList::new(dir.path().join("guestlist.json"))),

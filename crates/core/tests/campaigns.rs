@@ -21,7 +21,7 @@ use autopilot_core::mail::{
 use autopilot_core::model::{Admission, BatchRecord, LedgerEntry, RevokeHold, RunSummary, Step};
 use autopilot_core::pii::Sensitive;
 use autopilot_core::reconcile::{ImportRequest, ReconcileOptions, Reconciler, Vault};
-use autopilot_core::selection::{CatalogEntry, CatalogEvent, CategoryRules, Door, EventSelector};
+use autopilot_core::selection::{CategoryRules, Door, EventSelector};
 use autopilot_core::store::{Ledger, SqliteStore, StoreError};
 use autopilot_sandbox::{Sandbox, SandboxConfig};
 use autopilot_test_support::mailgun::{MailgunFake, SendFault};
@@ -136,21 +136,13 @@ impl World {
     }
 
     fn selector(&self) -> EventSelector {
-        let mut selector = EventSelector {
-            source: Some(Door::Csv),
-            ..EventSelector::default()
-        };
-        selector.catalog.insert(
-            SLUG.into(),
-            CatalogEntry::Event(CatalogEvent {
-                id: EVENT,
-                name: Some("Bench Conf 2026 Registration: Individual".into()),
-                source: Some(Door::Csv),
-                start_at: self.start_at.clone(),
-                end_at: None,
-            }),
-        );
-        selector
+        autopilot_test_support::sandbox::catalog_of(
+            Door::Csv,
+            SLUG,
+            EVENT,
+            "Bench Conf 2026 Registration: Individual",
+            self.start_at.clone(),
+        )
     }
 
     fn reconciler_on(&self, ledger: Arc<dyn Ledger>) -> Reconciler {

@@ -53,3 +53,29 @@ pub fn reconciler(base_url: &str, token: &str, store: &Arc<SqliteStore>) -> Reco
         PrivacyRules::default(),
     )
 }
+
+/// A selector whose catalog names one event that comes through `door` (CSV exports or the
+/// webhook), as `[events.catalog]` would: `slug = { id, name, source, start_at }`.
+pub fn catalog_of(
+    door: autopilot_core::selection::Door,
+    slug: &str,
+    id: u64,
+    name: &str,
+    start_at: Option<String>,
+) -> EventSelector {
+    let mut selector = EventSelector {
+        source: Some(door),
+        ..EventSelector::default()
+    };
+    selector.catalog.insert(
+        slug.into(),
+        autopilot_core::selection::CatalogEntry::Event(autopilot_core::selection::CatalogEvent {
+            id,
+            name: Some(name.into()),
+            source: Some(door),
+            start_at,
+            end_at: None,
+        }),
+    );
+    selector
+}

@@ -16,10 +16,7 @@ use crate::intake::Receiver;
 
 pub(super) fn form(receiver: &Receiver, request: &HttpRequest) -> HttpResponse {
     let lang = Lang::negotiate(query_lang(request).as_deref(), accept_language(request));
-    let token = new_csrf_token();
-    let mut response = page(receiver, PageKind::Form, lang, Some(&token));
-    set_cookie(&mut response, &token, request);
-    response
+    fresh_form(receiver, PageKind::Form, lang, request)
 }
 
 pub(super) async fn submit(receiver: &Receiver, request: &HttpRequest) -> HttpResponse {
@@ -68,6 +65,7 @@ pub(super) async fn submit(receiver: &Receiver, request: &HttpRequest) -> HttpRe
     }
 }
 
+/// The form with a new CSRF token, and the cookie that carries it.
 fn fresh_form(
     receiver: &Receiver,
     kind: PageKind,

@@ -78,6 +78,14 @@ struct Member {
     letter: CampaignLetterState,
 }
 
+/// The events and their admissions campaigns' audiences are read from: read once however
+/// many campaigns select an event (one campaign's letters do not change another's audience).
+#[derive(Default)]
+struct AudienceReads {
+    events: Option<Vec<EventRecord>>,
+    admissions: HashMap<u64, HashMap<u64, Admission>>,
+}
+
 /// What a send does with one event.
 struct Target {
     audience: EventAudience,
@@ -116,7 +124,27 @@ struct Sending<'a> {
     failing: Option<String>,
 }
 
-impl Sending<'_> {
+impl<'a> Sending<'a> {
+    fn new(
+        run_id: String,
+        campaign: &CampaignSettings,
+        dry_run: bool,
+        progress: Option<ProgressFn<'a>>,
+    ) -> Self {
+        Self {
+            run_id,
+            waves: 0,
+            report: CampaignReport {
+                campaign: campaign.name.trim().to_owned(),
+                dry_run,
+                ..CampaignReport::default()
+            },
+            progress,
+            done: 0,
+            failing: None,
+        }
+    }
+
     fn next_intent(&mut self, campaign: &str) -> String {
         self.waves += 1;
         format!("{}.{campaign}.{}", self.run_id, self.waves)
@@ -149,8 +177,9 @@ impl Reconciler {
     pub async fn campaign_list(&self) -> Result<Vec<CampaignStatus>, CampaignError> {
         let now = Utc::now();
         let mut statuses = Vec::with_capacity(self.campaigns.len());
+        let mut reads = AudienceReads::default();
         for campaign in &self.campaigns {
-            let audiences = self.audiences(campaign, now, None).await?;
+            let audiences = self.audiences(campaign, now, &mut reads).await?;
             let mut status = CampaignStatus {
                 name: campaign.name.trim().to_owned(),
                 schedule: describe(campaign),
@@ -202,7 +231,7 @@ impl Reconciler {
         let started = Instant::now();
         let now = Utc::now();
         let targets = self
-            .audiences(&campaign, now, None)
+            .audiences(&campaign, now, &mut AudienceReads::default())
             .await?
             .into_iter()
             .map(|audience| Target {
@@ -211,22 +240,12 @@ impl Reconciler {
                 mode: Mode::All,
             })
             .collect();
-        let mut sending = Sending {
-            run_id: format!(
-                "campaign-{}-{:04x}",
-                now.format("%Y%m%dT%H%M%S%.3fZ"),
-                rand::random::<u16>()
-            ),
-            waves: 0,
-            report: CampaignReport {
-                campaign: campaign.name.trim().to_owned(),
-                dry_run,
-                ..CampaignReport::default()
-            },
-            progress,
-            done: 0,
-            failing: None,
-        };
+        let run_id = format!(
+            "campaign-{}-{:04x}",
+            now.format("%Y%m%dT%H%M%S%.3fZ"),
+            rand::random::<u16>()
+        );
+        let mut sending = Sending::new(run_id, &campaign, dry_run, progress);
         self.deliver(&campaign, targets, dry_run, &mut sending)
             .await;
         sending.report.duration_ms = started.elapsed().as_millis() as u64;
@@ -272,9 +291,14 @@ impl Reconciler {
         }
         let now = state.now;
         let lead = chrono::Duration::from_std(self.campaign_lead).unwrap_or_default();
+        // The events this run reconciled are known as they stand after its entries.
+        let mut reads = AudienceReads {
+            events: None,
+            admissions: state.admissions.clone(),
+        };
         for campaign in &self.campaigns {
             let schedule = campaign.schedule().unwrap_or(Schedule::Manual);
-            let audiences = match self.audiences(campaign, now, Some(&state.admissions)).await {
+            let audiences = match self.audiences(campaign, now, &mut reads).await {
                 Ok(audiences) => audiences,
                 Err(error) => {
                     state.partial(
@@ -333,17 +357,7 @@ impl Reconciler {
             if targets.is_empty() {
                 continue;
             }
-            let mut sending = Sending {
-                run_id: state.run_id.clone(),
-                waves: 0,
-                report: CampaignReport {
-                    campaign: campaign.name.trim().to_owned(),
-                    ..CampaignReport::default()
-                },
-                progress: None,
-                done: 0,
-                failing: None,
-            };
+            let mut sending = Sending::new(state.run_id.clone(), campaign, false, None);
             self.deliver(campaign, targets, false, &mut sending).await;
             let report = sending.report;
             state.summary.campaign_letters += report.sent;
@@ -361,24 +375,31 @@ impl Reconciler {
     }
 
     /// The open events `campaign` selects, with their admitted, non-refunded attendees of a
-    /// selected ticket. `known`: admissions a run already holds (no second read of them).
+    /// selected ticket, read through `reads` (each event and ledger read once).
     async fn audiences(
         &self,
         campaign: &CampaignSettings,
         now: DateTime<Utc>,
-        known: Option<&HashMap<u64, HashMap<u64, Admission>>>,
+        reads: &mut AudienceReads,
     ) -> Result<Vec<EventAudience>, CampaignError> {
         let store = |e: crate::store::StoreError| CampaignError::Store(e.to_string());
         let stages = self.stages();
         let mut audiences = Vec::new();
-        let events = self.warehouse.events().await.map_err(store)?;
+        if reads.events.is_none() {
+            reads.events = Some(self.warehouse.events().await.map_err(store)?);
+        }
+        let events = reads.events.clone().unwrap_or_default();
         for event in events {
             if !still_open(event.end_at.as_deref(), now) || !campaign.selects_event(&event.name) {
                 continue;
             }
-            let admissions = match known.and_then(|known| known.get(&event.id)) {
+            let admissions = match reads.admissions.get(&event.id) {
                 Some(admissions) => admissions.clone(),
-                None => self.ledger.admissions(event.id).await.map_err(store)?,
+                None => {
+                    let read = self.ledger.admissions(event.id).await.map_err(store)?;
+                    reads.admissions.insert(event.id, read.clone());
+                    read
+                }
             };
             let name = campaign.name.trim();
             let mut members = BTreeMap::new();
