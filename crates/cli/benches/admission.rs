@@ -97,7 +97,7 @@ async fn bench() -> Result<bool, String> {
     .await;
     let discord = fake(WEBHOOK.into(), ResponseTemplate::new(204)).await;
 
-    println!("{}", machine());
+    println!("{}", autopilot_test_support::bench::machine());
     println!(
         "{ATTENDEES} new paid attendees; every upstream {} ms away\n",
         LATENCY.as_millis()
@@ -231,20 +231,4 @@ async fn recipients(server: &MockServer) -> usize {
                 .count()
         })
         .sum()
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|name| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("Machine: {cpu}, {cores} cores")
 }

@@ -293,7 +293,7 @@ struct Row {
 }
 
 async fn bench() -> Result<bool, String> {
-    println!("{}", machine());
+    println!("{}", autopilot_test_support::bench::machine());
     println!(
         "\n## A campaign letter to {ATTENDEES} attendees ({SAMPLES} samples per provider, a fresh world each)\n"
     );
@@ -398,20 +398,4 @@ fn median(values: &[f64]) -> f64 {
 
 fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NAN, f64::max)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|name| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("Machine: {cpu}, {cores} cores")
 }

@@ -76,7 +76,7 @@ struct Measured {
 }
 
 async fn bench() -> Result<bool, String> {
-    println!("{}", machine());
+    println!("{}", autopilot_test_support::bench::machine());
     let sandbox = Sandbox::new(SandboxConfig::single_event(31, ATTENDEES));
     // The fakes count requests instead of recording them: a parent holding every Mailgun
     // body would inflate the children's measured RSS (a forked child counts the parent's
@@ -416,20 +416,4 @@ fn pass(ok: bool) -> &'static str {
     } else {
         "MISS"
     }
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|name| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("Machine: {cpu}, {cores} cores")
 }

@@ -101,7 +101,7 @@ async fn bench() -> bool {
     let status =
         std::fs::read_to_string(format!("{fixtures}/event_status.json")).expect("status fixture");
 
-    println!("{}", machine());
+    println!("{}", autopilot_test_support::bench::machine());
     println!("{SAMPLES} requests each after {WARMUP} warm-up; local SQLite store, one event with 3,000 sales\n");
     println!("| request | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|");
@@ -155,20 +155,4 @@ fn signed(key: &SigningKey, body: &str) -> HttpRequest {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|name| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("Machine: {cpu}, {cores} cores")
 }
